@@ -1,0 +1,269 @@
+"""The `kube2haproxy` command: builds settings, wires the pieces, maps errors to exit codes.
+
+No logic of its own: loading, translating, rendering and checking live in their modules. Options
+that set `Settings` fields are generated from the field declarations (settings.py), each with its
+`KUBE2HAPROXY_*` environment variable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kube2haproxy import __version__, configfile, heap, manifests, settings
+from kube2haproxy.errors import ExitCode, InputError, Kube2HAProxyError, StrictError
+from kube2haproxy.findings import Finding, Severity
+from kube2haproxy.grammar import GrammarError, duration_ms
+from kube2haproxy.render import Renderer, duration
+from kube2haproxy.store import Store
+from kube2haproxy.translate import Translation, translate
+
+F = Callable[..., Any]
+
+
+def _duration_option(ctx: click.Context, param: click.Parameter, value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return duration_ms(value)
+    except GrammarError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from exc
+
+
+def settings_options(*sections: str) -> Callable[[F], F]:
+    """Click options for the settings fields of the given sections."""
+
+    def decorate(func: F) -> F:
+        for spec in reversed(settings.option_specs(sections)):
+            common: dict[str, Any] = {"help": spec.help, "envvar": spec.envvar, "show_envvar": True}
+            if spec.kind is settings.ValueKind.FLAG:
+                option = click.option(
+                    spec.flag, spec.name, is_flag=True, default=spec.default, **common
+                )
+            elif spec.kind is settings.ValueKind.DURATION:
+                option = click.option(
+                    spec.flag,
+                    spec.name,
+                    type=str,
+                    metavar="DURATION",
+                    default=duration(spec.default),
+                    callback=_duration_option,
+                    **common,
+                )
+            elif spec.kind is settings.ValueKind.INT:
+                option = click.option(
+                    spec.flag,
+                    spec.name,
+                    type=click.IntRange(spec.limits["low"], spec.limits["high"]),
+                    default=spec.default,
+                    **common,
+                )
+            else:
+                option = click.option(
+                    spec.flag, spec.name, type=str, default=spec.default, **common
+                )
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def settings_from(values: dict[str, Any]) -> settings.Settings:
+    names = {spec.name for spec in settings.option_specs()}
+    return settings.build({k: v for k, v in values.items() if k in names})
+
+
+@click.group(
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "show_default": True,
+        "max_content_width": 100,
+    }
+)
+@click.version_option(__version__, prog_name="kube2haproxy")
+def cli() -> None:
+    """Serve Kubernetes Services from a central pool of HAProxy servers."""
+
+
+@cli.command()
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    required=True,
+    metavar="PATH",
+    help="Manifest file or directory (YAML or JSON, multi-document, List kinds); "
+    "'-' reads standard input. Repeatable.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the config here atomically instead of to standard output.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Validate with `haproxy -c`; on failure print HAProxy's report and leave -o untouched.",
+)
+@click.option(
+    "--diff-against",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Print a unified diff from this config to the rendered one instead of the config.",
+)
+@click.option(
+    "--exit-code", is_flag=True, help="With --diff-against: exit 1 when the configs differ."
+)
+@click.option("--strict", is_flag=True, help="Fail (exit 4) on any warning, writing nothing.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Also print informational findings (services skipped by design).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Do not print the summary line.")
+@settings_options("translate", "render", "haproxy")
+def render(
+    *,
+    paths: tuple[str, ...],
+    output: Path | None,
+    check: bool,
+    diff_against: Path | None,
+    exit_code: bool,
+    strict: bool,
+    verbose: bool,
+    quiet: bool,
+    **values: Any,
+) -> None:
+    """Render haproxy.cfg from manifests, without a cluster (a dry run).
+
+    \b
+    kubectl get svc,endpointslices -A -o yaml > cluster.yaml
+    kube2haproxy render -f cluster.yaml -o haproxy.cfg --check
+    """
+    config = settings_from(values)
+    renderer = Renderer(config.render)  # template errors before any work
+    loaded = manifests.load(paths)
+    store = Store()
+    for (kind, key), obj in loaded.objects.items():
+        store.put(kind, key, obj)
+    heap.settle()
+    with heap.paused():
+        translation = translate(store.snapshot(), config.translate)
+    findings = [*loaded.findings, *translation.findings]
+    report(findings, verbose=verbose)
+    warnings = [f for f in findings if f.severity is Severity.WARNING]
+    if strict and warnings:
+        raise StrictError(f"--strict: {len(warnings)} warning(s); nothing written")
+
+    with heap.paused():
+        text = renderer.render(translation.model)
+    check_output = ""
+    if output is not None:
+        staged = configfile.Staged(output, text)
+        try:
+            if check:
+                check_output = configfile.check(
+                    staged.path,
+                    binary=config.haproxy.binary,
+                    timeout_s=config.haproxy.check_timeout_ms / 1000,
+                )
+        except Kube2HAProxyError:
+            staged.discard()
+            raise
+        staged.commit()
+    elif check:
+        check_output = configfile.check_text(
+            text, binary=config.haproxy.binary, timeout_s=config.haproxy.check_timeout_ms / 1000
+        )
+    if check_output:
+        click.echo(check_output, err=True)
+
+    differs = False
+    if diff_against is not None:
+        diff = unified_diff(diff_against, text, label=str(output) if output else "rendered")
+        differs = bool(diff)
+        click.echo(diff, nl=False)
+    elif output is None:
+        click.echo(text, nl=False)
+    if not quiet:
+        click.echo(summary(translation, warnings=len(warnings), checked=check), err=True)
+    if differs and exit_code:
+        sys.exit(ExitCode.DIFFERENCES)
+
+
+def unified_diff(old_path: Path, new_text: str, *, label: str) -> str:
+    try:
+        old_text = old_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--diff-against {old_path}: cannot read: {exc}") from exc
+    return "".join(
+        difflib.unified_diff(
+            old_text.splitlines(keepends=True),
+            new_text.splitlines(keepends=True),
+            fromfile=str(old_path),
+            tofile=label,
+        )
+    )
+
+
+def report(findings: Sequence[Finding], *, verbose: bool) -> None:
+    for finding in findings:
+        if finding.severity is Severity.WARNING or verbose:
+            click.echo(str(finding), err=True)
+
+
+def summary(translation: Translation, *, warnings: int, checked: bool) -> str:
+    model = translation.model
+    skipped = ", ".join(
+        f"{reason.value} {count}" for reason, count in sorted(translation.skipped.items())
+    )
+    return (
+        f"kube2haproxy: {len(model.services)} services, {len(model.frontends)} frontends, "
+        f"{model.server_count} servers; skipped: {skipped or 'none'}; {warnings} warning(s)"
+        + ("; haproxy -c: valid" if checked else "")
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run the command, map errors to exit codes (see errors.ExitCode)."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="kube2haproxy",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return ExitCode.USAGE if isinstance(exc, click.UsageError) else ExitCode.INPUT
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return ExitCode.INTERNAL
+    except Kube2HAProxyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        output = getattr(exc, "output", "")
+        if output:
+            click.echo(output, err=True)
+        return int(exc.exit_code)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else ExitCode.INTERNAL
+    except Exception:
+        traceback.print_exc()
+        click.echo(
+            "error: internal error (a bug); please report it with the traceback above", err=True
+        )
+        return ExitCode.INTERNAL
+    return ExitCode.OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

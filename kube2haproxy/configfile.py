@@ -1,0 +1,117 @@
+"""configfile: stage a config next to its destination, check it with `haproxy -c`, install it.
+
+A staged file is written to a temporary name in the destination's directory and fsynced; `commit`
+renames it over the destination (atomic on POSIX) and fsyncs the directory, `discard` removes it.
+Nothing here decides *whether* to install: the caller checks first and commits only on success, so
+the file at the destination is always the last config that passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from kube2haproxy.errors import CheckError, EnvironmentProblem
+
+DEFAULT_MODE = 0o644
+
+
+class Staged:
+    """A config written beside its destination under a temporary name."""
+
+    def __init__(self, destination: Path, text: str) -> None:
+        self.destination = destination
+        directory = destination.parent
+        try:
+            mode = destination.stat().st_mode & 0o777
+        except FileNotFoundError:
+            mode = DEFAULT_MODE
+        try:
+            fd, name = tempfile.mkstemp(
+                prefix=f".{destination.name}.", suffix=".tmp", dir=directory
+            )
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"{destination}: cannot create a file beside it: {exc}"
+            ) from exc
+        self.path = Path(name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fchmod(handle.fileno(), mode)
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            self.discard()
+            raise EnvironmentProblem(f"{self.path}: cannot write: {exc}") from exc
+
+    def commit(self) -> None:
+        try:
+            os.replace(self.path, self.destination)
+            _fsync_directory(self.destination.parent)
+        except OSError as exc:
+            self.discard()
+            raise EnvironmentProblem(f"{self.destination}: cannot install: {exc}") from exc
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def write_atomic(destination: Path, text: str) -> None:
+    """Replace destination with text, all or nothing."""
+    Staged(destination, text).commit()
+
+
+def check(path: Path, *, binary: str, timeout_s: float) -> str:
+    """Run `haproxy -c -f path`; return its output (warnings) or raise CheckError with it."""
+    try:
+        result = subprocess.run(
+            [binary, "-c", "-f", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise EnvironmentProblem(f"cannot run {binary}: not found") from exc
+    except PermissionError as exc:
+        raise EnvironmentProblem(f"cannot run {binary}: {exc}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CheckError(
+            f"haproxy -c did not finish within {timeout_s:g}s",
+            output=_text(exc.stdout) + _text(exc.stderr),
+        ) from exc
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode == 0 and output == "Configuration file is valid":
+        return ""  # nothing worth repeating; warnings, if any, are returned
+    if result.returncode != 0:
+        raise CheckError(
+            f"haproxy -c rejected the config (exit {result.returncode})", output=output
+        )
+    return output
+
+
+def check_text(text: str, *, binary: str, timeout_s: float) -> str:
+    """Check a config that has no destination (render --check without -o)."""
+    with tempfile.TemporaryDirectory(prefix="kube2haproxy-") as tmp:
+        path = Path(tmp) / "haproxy.cfg"
+        path.write_text(text, encoding="utf-8")
+        return check(path, binary=binary, timeout_s=timeout_s)
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else data.decode("utf-8", "replace")
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,63 @@
+"""The error hierarchy and the exit codes the CLI maps it to.
+
+Every error the package raises on purpose derives from `Kube2HAProxyError` and carries its exit
+code, so the CLI maps errors to codes in one place. Anything else reaching the CLI is a bug (70).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the `kube2haproxy` command (documented in README.md)."""
+
+    OK = 0
+    DIFFERENCES = 1  # render --diff-against --exit-code: the configs differ
+    USAGE = 2  # bad flags or arguments (click's own code for usage errors)
+    INPUT = 3  # a manifest could not be read or parsed
+    STRICT = 4  # --strict and at least one warning
+    TEMPLATE = 5  # a template failed to load or render
+    CHECK = 6  # `haproxy -c` rejected the rendered config
+    ENVIRONMENT = 7  # cannot write the output, cannot run haproxy, a socket is unreachable
+    INTERNAL = 70  # a bug: please report it with the traceback
+
+
+class Kube2HAProxyError(Exception):
+    """Base of every error raised on purpose."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class InputError(Kube2HAProxyError):
+    """A manifest file or stream cannot be read or parsed."""
+
+    exit_code = ExitCode.INPUT
+
+
+class StrictError(Kube2HAProxyError):
+    """`--strict` was given and the translation produced warnings."""
+
+    exit_code = ExitCode.STRICT
+
+
+class TemplateError(Kube2HAProxyError):
+    """A Jinja2 template failed to load or to render; the message names the file and line."""
+
+    exit_code = ExitCode.TEMPLATE
+
+
+class CheckError(Kube2HAProxyError):
+    """`haproxy -c` rejected a rendered config; `output` is HAProxy's own report."""
+
+    exit_code = ExitCode.CHECK
+
+    def __init__(self, message: str, *, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class EnvironmentProblem(Kube2HAProxyError):
+    """The world around us failed: a file cannot be written, haproxy cannot run, ..."""
+
+    exit_code = ExitCode.ENVIRONMENT

@@ -1,0 +1,32 @@
+"""heap: garbage-collector tuning for the large, long-lived inputs this program holds.
+
+A 10,000-service cluster is about a million dicts and lists. CPython's cyclic collector rescans
+all of them on every full collection, which made translating such a cluster 40% slower. The input
+contains no reference cycles worth collecting, so: after loading it, move it out of the
+collector's reach (`settle`), and pause collection while translating and rendering (`paused`),
+which allocate hundreds of thousands of short-lived tuples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+
+def settle() -> None:
+    """Collect once, then freeze what survives (the loaded objects) out of future collections."""
+    gc.collect()
+    gc.freeze()
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """Suspend the cyclic collector for a bounded burst of allocation."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -1,0 +1,145 @@
+"""manifests: Services, EndpointSlices and Endpoints read from YAML or JSON files.
+
+Reads files, directories (recursively, in sorted order, *.yaml, *.yml and *.json, hidden entries
+skipped) and standard input ("-"). Accepts multi-document YAML, `kind: List` and typed lists
+(`ServiceList` from the raw API, whose items carry no kind). Other kinds are ignored quietly. A file
+that does not parse is an `InputError` naming the file and the line; the live source (serve) keeps
+the last good content of such a file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from kube2haproxy.errors import InputError
+from kube2haproxy.findings import Finding, warning
+from kube2haproxy.resources import JSON, FieldError, Key, Kind, key_of, kind_of
+
+SUFFIXES = (".yaml", ".yml", ".json")
+MAX_LIST_DEPTH = 4
+
+# libyaml's parser is ~10x faster on large dumps; PyYAML without libyaml falls back.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(slots=True)
+class Manifests:
+    """Objects by kind and key, last definition wins, plus what was wrong with the input."""
+
+    objects: dict[tuple[Kind, Key], JSON] = field(default_factory=dict)
+    origins: dict[tuple[Kind, Key], str] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, origin: str, documents: Iterable[object]) -> None:
+        for obj, where in _objects(documents, origin):
+            kind = kind_of(obj)
+            if kind is None:
+                continue
+            try:
+                key = key_of(obj)
+            except FieldError as exc:
+                self.findings.append(warning(where, exc.field, f"{exc.message}; object ignored"))
+                continue
+            ident = (kind, key)
+            if ident in self.objects:
+                self.findings.append(
+                    warning(
+                        where,
+                        "",
+                        f"{kind.value} {key} also defined in {self.origins[ident]}; "
+                        "the later definition is used",
+                    )
+                )
+            self.objects[ident] = obj
+            self.origins[ident] = where
+
+
+def load(paths: Sequence[str], *, stdin: TextIO | None = None) -> Manifests:
+    """Every supported object from the given files, directories and "-" (standard input)."""
+    manifests = Manifests()
+    for path in paths:
+        if path == "-":
+            stream = stdin if stdin is not None else sys.stdin
+            manifests.add("<stdin>", parse_text(stream.read(), origin="<stdin>"))
+            continue
+        for file in expand(Path(path)):
+            manifests.add(str(file), read_file(file))
+    return manifests
+
+
+def expand(path: Path) -> list[Path]:
+    """A file as itself; a directory as its manifest files, recursively and sorted."""
+    if path.is_dir():
+        return sorted(
+            p
+            for p in path.rglob("*")
+            if p.suffix in SUFFIXES
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+    if path.is_file():
+        return [path]
+    raise InputError(f"{path}: no such file or directory")
+
+
+def read_file(path: Path) -> list[object]:
+    """The documents of one file; InputError when it cannot be read or parsed."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+    return parse_text(text, origin=str(path), json_first=path.suffix == ".json")
+
+
+def parse_text(text: str, *, origin: str, json_first: bool | None = None) -> list[object]:
+    """YAML (multi-document) or JSON text as a list of documents."""
+    if json_first is None:
+        json_first = text.lstrip()[:1] in ("{", "[")
+    if json_first:
+        try:
+            return [json.loads(text)]
+        except json.JSONDecodeError as exc:
+            if origin.endswith(".json"):
+                raise InputError(
+                    f"{origin}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
+                ) from exc
+    try:
+        return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(f"{where}: invalid YAML: {problem}") from exc
+
+
+def _objects(documents: Iterable[object], origin: str) -> Iterator[tuple[JSON, str]]:
+    for index, doc in enumerate(documents, start=1):
+        where = origin if index == 1 else f"{origin} (document {index})"
+        yield from _flatten(doc, where, depth=0)
+
+
+def _flatten(doc: object, where: str, depth: int) -> Iterator[tuple[JSON, str]]:
+    if not isinstance(doc, dict):
+        return
+    kind = doc.get("kind")
+    items = doc.get("items")
+    if isinstance(kind, str) and kind.endswith("List") and isinstance(items, list):
+        if depth >= MAX_LIST_DEPTH:
+            return
+        item_kind = kind[: -len("List")]
+        for item in items:
+            if isinstance(item, dict) and item_kind and "kind" not in item:
+                # Typed lists from the raw API (ServiceList) leave kind out of their items.
+                typed = {**item, "kind": item_kind, "apiVersion": doc.get("apiVersion")}
+                yield from _flatten(typed, where, depth + 1)
+            else:
+                yield from _flatten(item, where, depth + 1)
+        return
+    yield doc, where

@@ -1,0 +1,24 @@
+"""HAProxy names, derived in one place.
+
+A proxy (frontend and backend) is named `<namespace>_<service>_<port>`, where the port part is the
+service port's name or, for an unnamed port, its number. Namespaces and Service names are DNS labels
+and port names IANA service names, validated before they get here, none of which may contain '_':
+the three parts can be read back unambiguously, so two different service ports never share a name.
+Every character is one HAProxy accepts in a proxy name ([a-z0-9_-]).
+"""
+
+from __future__ import annotations
+
+
+def proxy_name(*, namespace: str, service: str, port_key: str) -> str:
+    return f"{namespace}_{service}_{port_key}"
+
+
+def port_key(*, name: str, port: int) -> str:
+    """The port part of a proxy name: the port's name, or its number when it has none."""
+    return name or str(port)
+
+
+def server_name(index: int) -> str:
+    """The name of the index-th server line (1-based) of a backend."""
+    return f"s{index}"

@@ -1,0 +1,152 @@
+"""Typed views of the Kubernetes objects we read: kinds, keys and field accessors over plain dicts.
+
+Objects arrive as plain JSON-like dicts (from YAML files or the API's raw JSON). Nothing here trusts
+their shape: every accessor checks the type it returns and raises `FieldError` with the field's path
+when the object disagrees. Validating *values* (names, addresses) is translate's job.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from kube2haproxy.findings import shown
+
+JSON = dict[str, Any]
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+DEFAULT_NAMESPACE = "default"
+
+
+class Kind(StrEnum):
+    SERVICE = "Service"
+    ENDPOINT_SLICE = "EndpointSlice"
+    ENDPOINTS = "Endpoints"
+
+
+# The apiVersion each kind must carry; anything else (EndpointSlice v1beta1, ...) is ignored.
+_API_VERSIONS = {
+    Kind.SERVICE: "v1",
+    Kind.ENDPOINT_SLICE: "discovery.k8s.io/v1",
+    Kind.ENDPOINTS: "v1",
+}
+
+
+class Key(NamedTuple):
+    """Namespace and name of an object; the store's identity for it within its kind.
+
+    A NamedTuple rather than a dataclass: it is hashed and sorted on every snapshot, and tuple
+    comparison is several times faster than a dataclass's generated ordering."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class FieldError(ValueError):
+    """A field of an object has the wrong type or shape."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def kind_of(obj: object) -> Kind | None:
+    """The kind of a supported object, or None for anything else (other kinds are ignored)."""
+    if not isinstance(obj, dict):
+        return None
+    kind, api_version = obj.get("kind"), obj.get("apiVersion")
+    for candidate, version in _API_VERSIONS.items():
+        if kind == candidate.value and api_version == version:
+            return candidate
+    return None
+
+
+def key_of(obj: JSON) -> Key:
+    """metadata.namespace (default "default", as kubectl applies it) and metadata.name."""
+    meta = get_dict(obj, "metadata", "metadata")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise FieldError("metadata.name", "missing or not a string")
+    namespace = meta.get("namespace", DEFAULT_NAMESPACE)
+    if not isinstance(namespace, str) or not namespace:
+        raise FieldError("metadata.namespace", "not a string")
+    return Key(namespace, name)
+
+
+def get_dict(obj: JSON, key: str, path: str) -> JSON:
+    """obj[key] as a dict; missing or null is an empty dict."""
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FieldError(path, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def get_list(obj: JSON, key: str, path: str) -> list[Any]:
+    """obj[key] as a list; missing or null is an empty list."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise FieldError(path, f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def get_str(obj: JSON, key: str, path: str) -> str | None:
+    """obj[key] as a string, or None when missing or null."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise FieldError(path, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def get_int(obj: JSON, key: str, path: str) -> int | None:
+    """obj[key] as an integer (booleans are not integers here), or None when missing or null."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(path, f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def get_bool(obj: JSON, key: str, path: str) -> bool | None:
+    """obj[key] as a boolean, or None when missing or null."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise FieldError(path, f"expected a boolean, got {type(value).__name__}")
+    return value
+
+
+def string_map(obj: JSON, key: str, path: str) -> dict[str, str]:
+    """Labels and annotations: a mapping of strings; non-string entries are a field error."""
+    raw = get_dict(obj, key, path)
+    for k, v in raw.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise FieldError(f"{path}[{shown(k)}]", "must map strings to strings")
+    return raw
+
+
+def labels_of(obj: JSON) -> dict[str, str]:
+    return string_map(get_dict(obj, "metadata", "metadata"), "labels", "metadata.labels")
+
+
+def service_of_slice(slice_obj: JSON) -> Key | None:
+    """The Service an EndpointSlice belongs to, through its kubernetes.io/service-name label."""
+    try:
+        name = labels_of(slice_obj).get(SERVICE_NAME_LABEL)
+        key = key_of(slice_obj)
+    except FieldError:
+        return None
+    if not name:
+        return None
+    return Key(key.namespace, name)

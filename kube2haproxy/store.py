@@ -1,0 +1,123 @@
+"""The store: the latest version of every object the sources reported, and frozen snapshots of it.
+
+It holds what Kubernetes says, nothing about HAProxy. Objects are plain dicts that nobody mutates
+after handing them over (sources build a new dict per version), so a snapshot shares them safely.
+EndpointSlices are indexed by the Service they belong to (the kubernetes.io/service-name label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+
+from kube2haproxy.resources import JSON, Key, Kind, service_of_slice
+
+
+class EventType(StrEnum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+    SYNCED = "SYNCED"  # the source has delivered its whole initial state
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: EventType
+    source: str
+    kind: Kind | None = None
+    key: Key | None = None
+    obj: JSON | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What Kubernetes said at one moment, frozen."""
+
+    services: Mapping[Key, JSON]
+    slices: Mapping[Key, tuple[JSON, ...]]  # by Service key, in slice-name order
+    endpoints: Mapping[Key, JSON]  # v1 Endpoints, by name (= the Service's name)
+
+    @staticmethod
+    def empty() -> Snapshot:
+        return Snapshot(MappingProxyType({}), MappingProxyType({}), MappingProxyType({}))
+
+
+class Store:
+    """Latest object per (kind, key). Not thread-safe: one consumer (the controller) owns it."""
+
+    def __init__(self) -> None:
+        self._services: dict[Key, JSON] = {}
+        self._endpoints: dict[Key, JSON] = {}
+        self._slices: dict[Key, JSON] = {}
+        self._slice_owner: dict[Key, Key] = {}
+        self._slices_by_service: dict[Key, dict[Key, JSON]] = {}
+
+    def __len__(self) -> int:
+        return len(self._services) + len(self._endpoints) + len(self._slices)
+
+    def get(self, kind: Kind, key: Key) -> JSON | None:
+        return self._table(kind).get(key)
+
+    def keys(self, kind: Kind) -> frozenset[Key]:
+        return frozenset(self._table(kind))
+
+    def apply(self, event: Event) -> bool:
+        """Apply one event; True when the stored state changed."""
+        if event.kind is None or event.key is None:
+            return False
+        if event.type is EventType.DELETED:
+            return self.delete(event.kind, event.key)
+        if event.type in (EventType.ADDED, EventType.MODIFIED) and event.obj is not None:
+            return self.put(event.kind, event.key, event.obj)
+        return False
+
+    def put(self, kind: Kind, key: Key, obj: JSON) -> bool:
+        table = self._table(kind)
+        if table.get(key) == obj:
+            return False
+        table[key] = obj
+        if kind is Kind.ENDPOINT_SLICE:
+            self._unindex(key)
+            owner = service_of_slice(obj)
+            if owner is not None:
+                self._slice_owner[key] = owner
+                self._slices_by_service.setdefault(owner, {})[key] = obj
+        return True
+
+    def delete(self, kind: Kind, key: Key) -> bool:
+        table = self._table(kind)
+        if key not in table:
+            return False
+        del table[key]
+        if kind is Kind.ENDPOINT_SLICE:
+            self._unindex(key)
+        return True
+
+    def snapshot(self) -> Snapshot:
+        slices = {
+            service: tuple(by_key[k] for k in sorted(by_key))
+            for service, by_key in self._slices_by_service.items()
+        }
+        return Snapshot(
+            services=MappingProxyType(dict(self._services)),
+            slices=MappingProxyType(slices),
+            endpoints=MappingProxyType(dict(self._endpoints)),
+        )
+
+    def _table(self, kind: Kind) -> dict[Key, JSON]:
+        if kind is Kind.SERVICE:
+            return self._services
+        if kind is Kind.ENDPOINT_SLICE:
+            return self._slices
+        return self._endpoints
+
+    def _unindex(self, slice_key: Key) -> None:
+        owner = self._slice_owner.pop(slice_key, None)
+        if owner is None:
+            return
+        siblings = self._slices_by_service[owner]
+        siblings.pop(slice_key, None)
+        if not siblings:
+            del self._slices_by_service[owner]

@@ -1,0 +1,736 @@
+"""translate: a snapshot of Kubernetes objects becomes the model, with findings.
+
+Every Kubernetes rule lives here: which services are served, on which VIPs, with which endpoints
+(readiness, terminating endpoints, named target ports, several slices, the Endpoints fallback),
+and how annotations tune them. Each service is translated on its own (`translate_service`, pure,
+cacheable by its inputs); one final pass settles address:port conflicts between services.
+No I/O, no clock: the same snapshot always yields the same model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+
+from kube2haproxy import grammar, names, tuning
+from kube2haproxy.findings import Finding, SkipReason, info, shown, subject, warning
+from kube2haproxy.model import (
+    Affinity,
+    Backend,
+    Bind,
+    CheckKind,
+    Frontend,
+    HealthCheck,
+    Model,
+    Server,
+    ServiceEntry,
+    ServicePort,
+    SourceRule,
+    hostport,
+)
+from kube2haproxy.resources import (
+    JSON,
+    FieldError,
+    Key,
+    get_bool,
+    get_dict,
+    get_list,
+    get_str,
+    string_map,
+)
+from kube2haproxy.settings import TranslateSettings
+from kube2haproxy.store import Snapshot
+
+PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
+HEADLESS_LABEL = "service.kubernetes.io/headless"
+DEFAULT_AFFINITY_TIMEOUT_S = 10_800
+MAX_AFFINITY_TIMEOUT_S = 86_400
+
+
+class Claim(IntEnum):
+    """How a service came to bind an address; on a conflict the lowest wins."""
+
+    CLUSTER_IP = 0
+    LOAD_BALANCER = 1
+    EXTERNAL_IP = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Vip:
+    ip: str
+    claim: Claim
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceResult:
+    """One service translated on its own, before conflicts with other services are settled."""
+
+    frontends: tuple[Frontend, ...] = ()
+    backends: tuple[Backend, ...] = ()
+    entry: ServiceEntry | None = None
+    findings: tuple[Finding, ...] = ()
+    vips: tuple[Vip, ...] = ()
+    created: str = ""  # creationTimestamp; older services win address conflicts
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    model: Model
+    findings: tuple[Finding, ...]
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "warning")
+
+    @property
+    def skipped(self) -> Mapping[SkipReason, int]:
+        """Services (and ports) not served, counted by reason."""
+        return Counter(f.skip for f in self.findings if f.skip is not None)
+
+
+def translate(snapshot: Snapshot, settings: TranslateSettings) -> Translation:
+    results = [
+        translate_service(
+            key,
+            service,
+            slices=snapshot.slices.get(key, ()),
+            endpoints=snapshot.endpoints.get(key),
+            settings=settings,
+        )
+        for key, service in sorted(snapshot.services.items())
+    ]
+    return assemble(results)
+
+
+def assemble(results: Iterable[ServiceResult]) -> Translation:
+    """Merge per-service results into one model, settling address:port conflicts."""
+    results = list(results)
+    findings = [f for r in results for f in r.findings]
+    lost = _settle_conflicts(results, findings)
+    frontends: list[Frontend] = []
+    backends: list[Backend] = []
+    entries: list[ServiceEntry] = []
+    for result in results:
+        kept = []
+        for frontend in result.frontends:
+            binds = tuple(b for b in frontend.binds if (frontend.name, b) not in lost)
+            if binds:
+                kept.append(replace(frontend, binds=binds) if binds != frontend.binds else frontend)
+        if not kept:
+            continue
+        frontends.extend(kept)
+        used = {f.backend for f in kept}
+        backends.extend(b for b in result.backends if b.name in used)
+        if result.entry is not None:
+            bound = {b.ip for f in kept for b in f.binds}
+            keys = {f.port_key for f in kept}
+            entry = result.entry
+            vips = tuple(ip for ip in entry.vips if ip in bound)
+            ports = tuple(
+                p for p in entry.ports if names.port_key(name=p.name, port=p.port) in keys
+            )
+            if (vips, ports) != (entry.vips, entry.ports):
+                entry = replace(entry, vips=vips, ports=ports)
+            entries.append(entry)
+    model = Model(
+        frontends=tuple(sorted(frontends, key=lambda f: f.name)),
+        backends=tuple(sorted(backends, key=lambda b: b.name)),
+        services=tuple(sorted(entries, key=lambda e: (e.namespace, e.name))),
+    )
+    return Translation(model, tuple(findings))
+
+
+def _settle_conflicts(
+    results: list[ServiceResult], findings: list[Finding]
+) -> set[tuple[str, Bind]]:
+    """Two frontends must never listen on one address:port (the kernel would split the traffic
+    between them). The claim by cluster IP wins, then the older service, then the name order."""
+    claims: dict[tuple[str, int], list[tuple[tuple[int, str, str, str], Frontend, Bind]]] = {}
+    for result in results:
+        rank = {v.ip: v.claim for v in result.vips}
+        for frontend in result.frontends:
+            for bind in frontend.binds:
+                order = (rank[bind.ip], result.created or "~", frontend.namespace, frontend.service)
+                claims.setdefault((bind.ip, bind.port), []).append((order, frontend, bind))
+    lost: set[tuple[str, Bind]] = set()
+    for contenders in claims.values():
+        if len(contenders) < 2:
+            continue
+        contenders.sort(key=lambda c: c[0])
+        winner = contenders[0][1]
+        for _, frontend, bind in contenders[1:]:
+            lost.add((frontend.name, bind))
+            findings.append(
+                warning(
+                    subject("Service", frontend.namespace, frontend.service),
+                    f"port {frontend.port_key}",
+                    f"{bind.address} is already served by Service "
+                    f"{winner.namespace}/{winner.service}; not bound for this service",
+                )
+            )
+    return lost
+
+
+def translate_service(
+    key: Key,
+    service: JSON,
+    *,
+    slices: tuple[JSON, ...],
+    endpoints: JSON | None,
+    settings: TranslateSettings,
+) -> ServiceResult:
+    """One Service with its EndpointSlices (or, without slices, its v1 Endpoints)."""
+    who = subject("Service", key.namespace, key.name)
+    try:
+        return _translate_service(
+            key=key, service=service, who=who, slices=slices, endpoints=endpoints, settings=settings
+        )
+    except FieldError as exc:
+        return ServiceResult(
+            findings=(
+                warning(who, exc.field, f"{exc.message}; service skipped", SkipReason.INVALID),
+            )
+        )
+
+
+def _translate_service(
+    *,
+    key: Key,
+    service: JSON,
+    who: str,
+    slices: tuple[JSON, ...],
+    endpoints: JSON | None,
+    settings: TranslateSettings,
+) -> ServiceResult:
+    for part, value in (("metadata.namespace", key.namespace), ("metadata.name", key.name)):
+        try:
+            grammar.dns_label(value)
+        except grammar.GrammarError as exc:
+            return ServiceResult(
+                findings=(warning(who, part, f"{exc}; service skipped", SkipReason.INVALID),)
+            )
+    meta = get_dict(service, "metadata", "metadata")
+    svc_labels = string_map(meta, "labels", "metadata.labels")
+    spec = get_dict(service, "spec", "spec")
+
+    skip = _skip_reason(svc_labels, spec, settings)
+    if skip is not None:
+        reason, field_path, message = skip
+        return ServiceResult(findings=(info(who, field_path, message, reason),))
+
+    findings: list[Finding] = []
+    vips = service_vips(service, who=who, findings=findings)
+    if not vips:
+        findings.append(
+            warning(who, "spec.clusterIPs", "no usable VIP; service skipped", SkipReason.NO_VIP)
+        )
+        return ServiceResult(findings=tuple(findings))
+
+    options, annotation_findings = tuning.parse(
+        string_map(meta, "annotations", "metadata.annotations"), subject=who
+    )
+    findings.extend(annotation_findings)
+    affinity = _affinity(spec, vips, who, findings, settings)
+    source_rules = _source_rules(spec, options.source_ranges, vips, who, findings)
+    check = None
+    if options.check is not CheckKind.NONE:
+        check = HealthCheck(
+            options.check,
+            options.check_interval_ms,
+            options.check_rise,
+            options.check_fall,
+            options.check_path,
+        )
+    publish_not_ready = bool(
+        get_bool(spec, "publishNotReadyAddresses", "spec.publishNotReadyAddresses")
+    )
+    groups = (
+        [_parse_slice(s, settings, findings) for s in slices]
+        if slices
+        else _parse_endpoints(endpoints, settings, findings)
+    )
+
+    frontends: list[Frontend] = []
+    backends: list[Backend] = []
+    served: list[ServicePort] = []
+    seen_keys: set[str] = set()
+    ports = get_list(spec, "ports", "spec.ports")
+    for index, raw_port in enumerate(ports):
+        port = _service_port(raw_port, index, who, findings)
+        if port is None:
+            continue
+        pkey = names.port_key(name=port.name, port=port.port)
+        if pkey in seen_keys:
+            findings.append(
+                warning(
+                    who,
+                    f"spec.ports[{index}]",
+                    f"duplicate port {pkey}; port skipped",
+                    SkipReason.INVALID,
+                )
+            )
+            continue
+        seen_keys.add(pkey)
+        servers = _servers(groups, port, publish_not_ready)
+        name = names.proxy_name(namespace=key.namespace, service=key.name, port_key=pkey)
+        backends.append(
+            Backend(
+                name=name,
+                namespace=key.namespace,
+                service=key.name,
+                port_key=pkey,
+                servers=servers,
+                balance=options.balance,
+                connect_timeout_ms=options.connect_timeout_ms,
+                server_timeout_ms=options.server_timeout_ms,
+                tunnel_timeout_ms=options.tunnel_timeout_ms,
+                check=check,
+                server_maxconn=options.server_maxconn,
+                proxy_protocol=options.proxy_protocol,
+                affinity=affinity,
+            )
+        )
+        frontends.append(
+            Frontend(
+                name=name,
+                namespace=key.namespace,
+                service=key.name,
+                port_key=pkey,
+                protocol=port.protocol,
+                binds=tuple(Bind(v.ip, port.port) for v in vips),
+                backend=name,
+                client_timeout_ms=options.client_timeout_ms,
+                source_rules=source_rules,
+            )
+        )
+        served.append(port)
+
+    if not served:
+        findings.append(
+            info(
+                who, "spec.ports", "no TCP port to serve; service skipped", SkipReason.NO_TCP_PORTS
+            )
+        )
+        return ServiceResult(findings=tuple(findings))
+    entry = ServiceEntry(key.namespace, key.name, tuple(v.ip for v in vips), tuple(served))
+    created = grammar.timestamp(meta.get("creationTimestamp")) or ""
+    return ServiceResult(tuple(frontends), tuple(backends), entry, tuple(findings), vips, created)
+
+
+def _skip_reason(
+    svc_labels: Mapping[str, str], spec: JSON, settings: TranslateSettings
+) -> tuple[SkipReason, str, str] | None:
+    """Services that are not ours to serve, by design (reported as info, not as warnings)."""
+    if PROXY_NAME_LABEL in svc_labels and svc_labels[PROXY_NAME_LABEL] != settings.proxy_name:
+        ours = settings.proxy_name or "(none: --proxy-name unset)"
+        return (
+            SkipReason.OTHER_PROXY,
+            f"metadata.labels[{PROXY_NAME_LABEL}]",
+            f"served by proxy {shown(svc_labels[PROXY_NAME_LABEL])}, not ours {ours}; skipped",
+        )
+    if HEADLESS_LABEL in svc_labels:
+        return (
+            SkipReason.HEADLESS_LABEL,
+            f"metadata.labels[{HEADLESS_LABEL}]",
+            "labelled headless; skipped",
+        )
+    if get_str(spec, "type", "spec.type") == "ExternalName":
+        return SkipReason.EXTERNAL_NAME, "spec.type", "ExternalName is resolved by DNS; skipped"
+    cluster_ips = get_list(spec, "clusterIPs", "spec.clusterIPs")
+    if get_str(spec, "clusterIP", "spec.clusterIP") == "None" or cluster_ips[:1] == ["None"]:
+        return SkipReason.HEADLESS, "spec.clusterIP", "headless (clusterIP: None); skipped"
+    return None
+
+
+def service_vips(service: JSON, *, who: str, findings: list[Finding]) -> tuple[Vip, ...]:
+    """The addresses a service is bound on: spec.clusterIPs (or clusterIP), spec.externalIPs and
+    status.loadBalancer.ingress[].ip, in that order, each once. The one place VIPs are chosen."""
+    spec = get_dict(service, "spec", "spec")
+    status = get_dict(service, "status", "status")
+    cluster_ips = get_list(spec, "clusterIPs", "spec.clusterIPs")
+    cluster_path = "spec.clusterIPs"
+    if not cluster_ips:
+        single = get_str(spec, "clusterIP", "spec.clusterIP")
+        cluster_ips, cluster_path = ([single] if single else []), "spec.clusterIP"
+    sources: list[tuple[Claim, str, object]] = [
+        (
+            Claim.CLUSTER_IP,
+            f"{cluster_path}[{i}]" if cluster_path.endswith("s") else cluster_path,
+            ip,
+        )
+        for i, ip in enumerate(cluster_ips)
+    ]
+    sources += [
+        (Claim.EXTERNAL_IP, f"spec.externalIPs[{i}]", ip)
+        for i, ip in enumerate(get_list(spec, "externalIPs", "spec.externalIPs"))
+    ]
+    load_balancer = get_dict(status, "loadBalancer", "status.loadBalancer")
+    for i, ingress in enumerate(get_list(load_balancer, "ingress", "status.loadBalancer.ingress")):
+        path = f"status.loadBalancer.ingress[{i}]"
+        if not isinstance(ingress, dict):
+            findings.append(warning(who, path, "expected a mapping; ignored"))
+            continue
+        if ingress.get("ip") is not None:
+            sources.append((Claim.LOAD_BALANCER, f"{path}.ip", ingress["ip"]))
+    vips: dict[str, Vip] = {}
+    for claim, path, raw in sources:
+        try:
+            ip, version = grammar.ip_text(raw)
+        except grammar.GrammarError as exc:
+            findings.append(warning(who, path, f"{shown(raw)}: {exc}; address ignored"))
+            continue
+        if grammar.special_ip(ip, version) in ("unspecified", "multicast"):
+            findings.append(warning(who, path, f"{ip} cannot be a service address; ignored"))
+            continue
+        if ip not in vips:
+            vips[ip] = Vip(ip, claim)
+    return tuple(vips.values())
+
+
+def _affinity(
+    spec: JSON,
+    vips: tuple[Vip, ...],
+    who: str,
+    findings: list[Finding],
+    settings: TranslateSettings,
+) -> Affinity | None:
+    mode = get_str(spec, "sessionAffinity", "spec.sessionAffinity")
+    if mode in (None, "None"):
+        return None
+    if mode != "ClientIP":
+        findings.append(
+            warning(who, "spec.sessionAffinity", f"unknown value {shown(mode)}; no affinity")
+        )
+        return None
+    config = get_dict(
+        get_dict(spec, "sessionAffinityConfig", "spec.sessionAffinityConfig"),
+        "clientIP",
+        "spec.sessionAffinityConfig.clientIP",
+    )
+    timeout = DEFAULT_AFFINITY_TIMEOUT_S
+    raw = config.get("timeoutSeconds")
+    if raw is not None:
+        try:
+            timeout = grammar.integer(raw, low=1, high=MAX_AFFINITY_TIMEOUT_S)
+        except grammar.GrammarError as exc:
+            findings.append(
+                warning(
+                    who,
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    f"{shown(raw)}: {exc}; using {DEFAULT_AFFINITY_TIMEOUT_S}",
+                )
+            )
+    table_type = "ipv6" if any(":" in v.ip for v in vips) else "ip"
+    return Affinity(table_type, timeout, settings.affinity_table_size)
+
+
+def _source_rules(
+    spec: JSON,
+    ranges: tuple[str, ...] | None,
+    vips: tuple[Vip, ...],
+    who: str,
+    findings: list[Finding],
+) -> tuple[SourceRule, ...]:
+    rules = []
+    if ranges is not None:
+        rules.append(SourceRule(ranges))
+    raw = get_list(spec, "loadBalancerSourceRanges", "spec.loadBalancerSourceRanges")
+    lb_ips = tuple(v.ip for v in vips if v.claim is Claim.LOAD_BALANCER)
+    if raw and lb_ips:
+        try:
+            if not all(isinstance(r, str) for r in raw):
+                raise grammar.GrammarError("expected a list of CIDR strings")
+            sources = tuning.source_ranges(",".join(raw))
+        except grammar.GrammarError as exc:
+            findings.append(
+                warning(
+                    who,
+                    "spec.loadBalancerSourceRanges",
+                    f"{exc}; rejecting every connection to the load balancer IPs",
+                )
+            )
+            sources = ()
+        rules.append(SourceRule(sources, lb_ips))
+    return tuple(rules)
+
+
+def _service_port(raw: object, index: int, who: str, findings: list[Finding]) -> ServicePort | None:
+    path = f"spec.ports[{index}]"
+    if not isinstance(raw, dict):
+        findings.append(warning(who, path, "expected a mapping; port skipped", SkipReason.INVALID))
+        return None
+    protocol = raw.get("protocol") or "TCP"
+    number = raw.get("port")
+    if protocol in ("UDP", "SCTP"):
+        reason = SkipReason.UDP_PORT if protocol == "UDP" else SkipReason.SCTP_PORT
+        findings.append(
+            warning(
+                who,
+                f"{path}.protocol",
+                f"{protocol} port {shown(number)} skipped: HAProxy 2.6 balances TCP only",
+                reason,
+            )
+        )
+        return None
+    if protocol != "TCP":
+        findings.append(
+            warning(
+                who,
+                f"{path}.protocol",
+                f"unknown protocol {shown(protocol)}; port skipped",
+                SkipReason.INVALID,
+            )
+        )
+        return None
+    try:
+        port = grammar.integer(number, low=1, high=65535) if isinstance(number, int) else None
+    except grammar.GrammarError:
+        port = None
+    if port is None:
+        findings.append(
+            warning(
+                who,
+                f"{path}.port",
+                f"{shown(number)}: expected an integer in 1..65535; port skipped",
+                SkipReason.INVALID,
+            )
+        )
+        return None
+    name = raw.get("name") or ""
+    if name:
+        try:
+            grammar.port_name(name)
+        except grammar.GrammarError as exc:
+            findings.append(
+                warning(
+                    who, f"{path}.name", f"{shown(name)}: {exc}; port skipped", SkipReason.INVALID
+                )
+            )
+            return None
+    return ServicePort(name, port, protocol)
+
+
+# --- endpoints -------------------------------------------------------------------------------
+# This is the hot path (100,000 endpoints at 10,000 services): endpoints travel as plain tuples.
+
+NOT_READY, SERVING_TERMINATING, READY = 0, 1, 2  # an endpoint's state; merging keeps the highest
+ordinary_ipv4 = grammar.ORDINARY_IPV4.fullmatch
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Addresses sharing one port list: an EndpointSlice, or one subset of a v1 Endpoints."""
+
+    ports: dict[tuple[str, str], int] = field(default_factory=dict)  # (name, protocol) -> port
+    addresses: tuple[tuple[str, int], ...] = ()  # (canonical IP, state)
+
+
+def _group_ports(
+    raw_ports: list[object], path: str, who: str, findings: list[Finding]
+) -> dict[tuple[str, str], int]:
+    ports: dict[tuple[str, str], int] = {}
+    for i, raw in enumerate(raw_ports):
+        if not isinstance(raw, dict):
+            findings.append(warning(who, f"{path}[{i}]", "expected a mapping; port ignored"))
+            continue
+        number = raw.get("port")
+        if number is None:  # "no restriction on ports": nothing a proxy can connect to
+            continue
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
+            findings.append(
+                warning(
+                    who,
+                    f"{path}[{i}].port",
+                    f"{shown(number)}: expected an integer in 1..65535; ignored",
+                )
+            )
+            continue
+        name = raw.get("name") or ""
+        protocol = raw.get("protocol") or "TCP"
+        if isinstance(name, str) and isinstance(protocol, str):
+            ports[(name, protocol)] = number
+    return ports
+
+
+def _endpoint_ip(
+    raw: object,
+    family: int,
+    *,
+    who: str,
+    settings: TranslateSettings,
+    findings: list[Finding],
+    path: str,
+    index: int,
+) -> str | None:
+    """The canonical address of an endpoint, or None (reported at path.format(index)) when it
+    cannot be one."""
+    try:
+        ip, version = grammar.ip_text(raw)
+    except grammar.GrammarError as exc:
+        findings.append(warning(who, path.format(index), f"{shown(raw)}: {exc}; endpoint ignored"))
+        return None
+    if family and version != family:
+        findings.append(
+            warning(who, path.format(index), f"{ip} is not IPv{family}; endpoint ignored")
+        )
+        return None
+    special = grammar.special_ip(ip, version)
+    if special is None or (special == "loopback" and settings.allow_loopback_endpoints):
+        return ip
+    # The API server refuses these for endpoints; a manifest gets the same rule.
+    findings.append(
+        warning(who, path.format(index), f"{ip} is {special}: not an endpoint; endpoint ignored")
+    )
+    return None
+
+
+def _state(conditions: object, index: int) -> int:
+    """READY, SERVING_TERMINATING or NOT_READY from EndpointConditions. Unset ready and
+    serving mean true, unset terminating false (the API's contract)."""
+    if conditions is None:
+        return READY
+    path = f"endpoints[{index}].conditions"
+    if not isinstance(conditions, dict):
+        raise FieldError(path, "expected a mapping")
+    ready = conditions.get("ready")
+    if ready is True or ready is None:  # the common case; serving and terminating are moot
+        return READY
+    serving = conditions.get("serving")
+    terminating = conditions.get("terminating")
+    for name, value in (("ready", ready), ("serving", serving), ("terminating", terminating)):
+        if value is not None and not isinstance(value, bool):
+            raise FieldError(f"{path}.{name}", f"expected a boolean, got {type(value).__name__}")
+    if serving is not False and terminating is True:
+        return SERVING_TERMINATING
+    return NOT_READY
+
+
+def _metadata(obj: JSON) -> JSON:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _parse_slice(slice_obj: JSON, settings: TranslateSettings, findings: list[Finding]) -> _Group:
+    meta = _metadata(slice_obj)
+    who = subject("EndpointSlice", meta.get("namespace", "default"), meta.get("name"))
+    try:
+        address_type = get_str(slice_obj, "addressType", "addressType")
+        if address_type == "FQDN":
+            findings.append(
+                info(who, "addressType", "FQDN endpoints are not proxied; slice skipped")
+            )
+            return _Group()
+        if address_type not in ("IPv4", "IPv6"):
+            findings.append(
+                warning(
+                    who, "addressType", f"unknown address type {shown(address_type)}; slice skipped"
+                )
+            )
+            return _Group()
+        family = 4 if address_type == "IPv4" else 6
+        ports = _group_ports(get_list(slice_obj, "ports", "ports"), "ports", who, findings)
+        addresses = []
+        for i, raw in enumerate(get_list(slice_obj, "endpoints", "endpoints")):
+            # Paths are only formatted for a finding: this loop runs once per endpoint.
+            try:
+                if not isinstance(raw, dict):
+                    raise FieldError(f"endpoints[{i}]", "expected a mapping")
+                listed = raw.get("addresses")
+                if not isinstance(listed, list) or not listed:
+                    raise FieldError(f"endpoints[{i}].addresses", "expected a non-empty list")
+                state = _state(raw.get("conditions"), i)
+            except FieldError as exc:
+                findings.append(warning(who, exc.field, f"{exc.message}; endpoint ignored"))
+                continue
+            # Addresses of one endpoint are fungible; kube-proxy uses the first.
+            first = listed[0]
+            if family == 4 and isinstance(first, str) and ordinary_ipv4(first):
+                addresses.append((first, state))
+                continue
+            ip = _endpoint_ip(
+                first,
+                family,
+                who=who,
+                settings=settings,
+                findings=findings,
+                path="endpoints[{}].addresses[0]",
+                index=i,
+            )
+            if ip is not None:
+                addresses.append((ip, state))
+        return _Group(ports, tuple(addresses))
+    except FieldError as exc:
+        findings.append(warning(who, exc.field, f"{exc.message}; slice skipped"))
+        return _Group()
+
+
+def _parse_endpoints(
+    endpoints: JSON | None, settings: TranslateSettings, findings: list[Finding]
+) -> list[_Group]:
+    """v1 Endpoints, for a service without EndpointSlices (old clusters and old dumps)."""
+    if endpoints is None:
+        return []
+    meta = _metadata(endpoints)
+    who = subject("Endpoints", meta.get("namespace", "default"), meta.get("name"))
+    groups = []
+    try:
+        for s, subset in enumerate(get_list(endpoints, "subsets", "subsets")):
+            path = f"subsets[{s}]"
+            if not isinstance(subset, dict):
+                findings.append(warning(who, path, "expected a mapping; subset skipped"))
+                continue
+            ports = _group_ports(
+                get_list(subset, "ports", f"{path}.ports"), f"{path}.ports", who, findings
+            )
+            addresses = []
+            for listing, state in (("addresses", READY), ("notReadyAddresses", NOT_READY)):
+                for i, raw in enumerate(get_list(subset, listing, f"{path}.{listing}")):
+                    ip = _endpoint_ip(
+                        raw.get("ip") if isinstance(raw, dict) else None,
+                        0,
+                        who=who,
+                        settings=settings,
+                        findings=findings,
+                        path=f"{path}.{listing}[{{}}].ip",
+                        index=i,
+                    )
+                    if ip is not None:
+                        addresses.append((ip, state))
+            groups.append(_Group(ports, tuple(addresses)))
+    except FieldError as exc:
+        findings.append(warning(who, exc.field, f"{exc.message}; Endpoints ignored"))
+        return []
+    return groups
+
+
+def _servers(
+    groups: list[_Group], port: ServicePort, publish_not_ready: bool
+) -> tuple[Server, ...]:
+    """The servers of one service port, chosen as kube-proxy chooses: ready endpoints; when
+    none, the serving terminating ones (a rollout's last pods still take traffic);
+    publishNotReadyAddresses takes every endpoint. An endpoint listed by several slices (moving
+    between them) counts once, with its most ready report. Servers are sorted by address text."""
+    best: dict[tuple[str, int], int] = {}
+    wanted = (port.name, port.protocol)
+    for group in groups:
+        number = group.ports.get(wanted)
+        if number is None:
+            continue
+        for ip, state in group.addresses:
+            key = (ip, number)
+            if best.get(key, -1) < state:
+                best[key] = state
+    if publish_not_ready:
+        chosen = list(best)
+    else:
+        chosen = [k for k, state in best.items() if state == READY] or [
+            k for k, state in best.items() if state == SERVING_TERMINATING
+        ]
+    chosen.sort()
+    make = Server._make  # tuple.__new__ in C; the generated __new__ is a Python lambda
+    return tuple(
+        make((names.server_name(i), ip, number, hostport(ip, number)))
+        for i, (ip, number) in enumerate(chosen, 1)
+    )

@@ -1,0 +1,229 @@
+"""Per-service tuning through `kube2haproxy.io/*` annotations, each parsed by a strict grammar.
+
+`ANNOTATIONS` is the one table of what exists: key, grammar, default, documentation. The README's
+annotation table is checked against it by the tests. An invalid value is reported and its fallback
+used (the default, except for the source allow-list, which fails closed), and the service is still
+served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from kube2haproxy import grammar
+from kube2haproxy.findings import Finding, shown, warning
+from kube2haproxy.model import Balance, CheckKind, ProxyProtocol
+
+PREFIX = "kube2haproxy.io/"
+MAX_SOURCE_RANGES = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    """Parsed annotations; None means "not set: the defaults section applies"."""
+
+    balance: Balance | None = None
+    connect_timeout_ms: int | None = None
+    server_timeout_ms: int | None = None
+    client_timeout_ms: int | None = None
+    tunnel_timeout_ms: int | None = None
+    server_maxconn: int | None = None
+    check: CheckKind = CheckKind.NONE
+    check_path: str = "/"
+    check_interval_ms: int = 2_000
+    check_rise: int = 2
+    check_fall: int = 3
+    proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
+    source_ranges: tuple[str, ...] | None = None  # None: every source; (): none
+
+
+DEFAULTS = ServiceOptions()
+
+
+def source_ranges(value: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs, canonicalized, deduplicated and sorted."""
+    items = [item.strip(" ") for item in value.split(",")]
+    if not items or len(items) > MAX_SOURCE_RANGES or any(not item for item in items):
+        raise grammar.GrammarError(
+            f"expected 1-{MAX_SOURCE_RANGES} comma-separated CIDRs such as 10.0.0.0/8, fd00::/8"
+        )
+    networks = {grammar.cidr(item) for item in items}
+    return tuple(str(n) for n in sorted(networks, key=lambda n: (n.version, n)))
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    key: str  # after the prefix
+    field: str  # of ServiceOptions
+    parse: Callable[[str], Any]
+    default: str  # as documented
+    doc: str
+    on_invalid: Any = None  # the fallback when invalid; None: the field's default
+
+    @property
+    def name(self) -> str:
+        return PREFIX + self.key
+
+
+def _duration(value: str) -> int:
+    return grammar.duration_ms(value)
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    return lambda value: grammar.integer(value, low=low, high=high)
+
+
+ANNOTATIONS: tuple[Annotation, ...] = (
+    Annotation(
+        "balance",
+        "balance",
+        lambda v: Balance(grammar.choice(v, tuple(Balance))),
+        "roundrobin",
+        "Load-balancing algorithm: " + ", ".join(b.value for b in Balance) + ".",
+    ),
+    Annotation(
+        "timeout-connect",
+        "connect_timeout_ms",
+        _duration,
+        "--timeout-connect (5s)",
+        "Time allowed to connect to an endpoint.",
+    ),
+    Annotation(
+        "timeout-server",
+        "server_timeout_ms",
+        _duration,
+        "--timeout-server (1m)",
+        "Server inactivity timeout before the connection is established.",
+    ),
+    Annotation(
+        "timeout-client",
+        "client_timeout_ms",
+        _duration,
+        "--timeout-client (1m)",
+        "Client inactivity timeout before the connection is established.",
+    ),
+    Annotation(
+        "timeout-tunnel",
+        "tunnel_timeout_ms",
+        _duration,
+        "--timeout-tunnel (24h)",
+        "Inactivity timeout of an established connection (both directions idle).",
+    ),
+    Annotation(
+        "maxconn",
+        "server_maxconn",
+        _count(1, 1_000_000),
+        "unlimited",
+        "Concurrent connections per endpoint; more wait in the backend's queue.",
+    ),
+    Annotation(
+        "check",
+        "check",
+        lambda v: CheckKind(grammar.choice(v, tuple(CheckKind))),
+        "none",
+        "Active health checks: none (trust readiness), tcp (connect) or http.",
+    ),
+    Annotation(
+        "check-path",
+        "check_path",
+        grammar.http_path,
+        "/",
+        "Request path of http checks (GET, 2xx or 3xx is healthy).",
+    ),
+    Annotation(
+        "check-interval",
+        "check_interval_ms",
+        _duration,
+        "2s",
+        "Time between two checks of one endpoint.",
+    ),
+    Annotation(
+        "check-rise",
+        "check_rise",
+        _count(1, 1000),
+        "2",
+        "Consecutive successful checks that mark an endpoint up.",
+    ),
+    Annotation(
+        "check-fall",
+        "check_fall",
+        _count(1, 1000),
+        "3",
+        "Consecutive failed checks that mark an endpoint down.",
+    ),
+    Annotation(
+        "proxy-protocol",
+        "proxy_protocol",
+        lambda v: ProxyProtocol(grammar.choice(v, tuple(ProxyProtocol))),
+        "none",
+        "Send the PROXY protocol header to endpoints: none, v1 or v2.",
+    ),
+    Annotation(
+        "source-ranges",
+        "source_ranges",
+        source_ranges,
+        "every source",
+        "Comma-separated CIDRs allowed to connect to any of the service's VIPs. An "
+        "invalid value rejects every connection (fails closed) until it is fixed.",
+        on_invalid=(),
+    ),
+)
+
+_BY_NAME = {a.name: a for a in ANNOTATIONS}
+_CHECK_ONLY = {
+    "check-path": CheckKind.HTTP,
+    "check-interval": None,
+    "check-rise": None,
+    "check-fall": None,
+}
+
+
+def parse(annotations: Mapping[str, str], *, subject: str) -> tuple[ServiceOptions, list[Finding]]:
+    """ServiceOptions from a Service's annotations, with a finding per unusable annotation."""
+    ours = sorted(name for name in annotations if name.startswith(PREFIX))
+    if not ours:
+        return DEFAULTS, []
+    findings: list[Finding] = []
+    values: dict[str, Any] = {}
+    present: set[str] = set()
+    for name in ours:
+        field = f"metadata.annotations[{shown(name)}]"
+        spec = _BY_NAME.get(name)
+        if spec is None:
+            known = ", ".join(a.key for a in ANNOTATIONS)
+            findings.append(
+                warning(subject, field, f"unknown annotation, ignored (known: {known})")
+            )
+            continue
+        present.add(spec.key)
+        try:
+            values[spec.field] = spec.parse(annotations[name])
+        except (grammar.GrammarError, ValueError) as exc:
+            fallback = (
+                "rejecting every connection"
+                if spec.on_invalid == ()
+                else (f"using the default ({spec.default})")
+            )
+            findings.append(
+                warning(
+                    subject, field, f"invalid value {shown(annotations[name])}: {exc}; {fallback}"
+                )
+            )
+            if spec.on_invalid is not None:
+                values[spec.field] = spec.on_invalid
+    options = replace(DEFAULTS, **values)
+    for key, needed in _CHECK_ONLY.items():
+        if key not in present:
+            continue
+        if options.check is CheckKind.NONE or (needed is not None and options.check is not needed):
+            want = needed.value if needed is not None else "tcp or http"
+            findings.append(
+                warning(
+                    subject,
+                    f"metadata.annotations[{PREFIX}{key}]",
+                    f"has no effect unless {PREFIX}check is {want}",
+                )
+            )
+    return options, findings
