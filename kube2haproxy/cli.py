@@ -204,13 +204,15 @@ def unified_diff(old_path: Path, new_text: str, *, label: str) -> str:
         old_text = old_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"--diff-against {old_path}: cannot read: {exc}") from exc
+    lines = difflib.unified_diff(
+        old_text.splitlines(keepends=True),
+        new_text.splitlines(keepends=True),
+        fromfile=str(old_path),
+        tofile=label,
+    )
+    # difflib leaves a last line without its newline; diff(1) and patch(1) expect the marker.
     return "".join(
-        difflib.unified_diff(
-            old_text.splitlines(keepends=True),
-            new_text.splitlines(keepends=True),
-            fromfile=str(old_path),
-            tofile=label,
-        )
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
     )
 
 

@@ -80,7 +80,7 @@ def expand(path: Path) -> list[Path]:
         return sorted(
             p
             for p in path.rglob("*")
-            if p.suffix in SUFFIXES
+            if p.suffix.lower() in SUFFIXES
             and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
@@ -95,28 +95,34 @@ def read_file(path: Path) -> list[object]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from exc
-    return parse_text(text, origin=str(path), json_first=path.suffix == ".json")
+    return parse_text(text, origin=str(path), json_first=path.suffix.lower() == ".json")
 
 
 def parse_text(text: str, *, origin: str, json_first: bool | None = None) -> list[object]:
     """YAML (multi-document) or JSON text as a list of documents."""
     if json_first is None:
         json_first = text.lstrip()[:1] in ("{", "[")
+    json_error: json.JSONDecodeError | None = None
     if json_first:
         try:
             return [json.loads(text)]
         except json.JSONDecodeError as exc:
             if origin.endswith(".json"):
-                raise InputError(
-                    f"{origin}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
-                ) from exc
+                raise _json_error(origin, exc) from exc
+            json_error = exc  # stdin that looked like JSON may still be YAML ({a: b})
     try:
         return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
     except yaml.YAMLError as exc:
+        if json_error is not None:  # it looked like JSON and is neither: JSON's error helps more
+            raise _json_error(origin, json_error) from exc
         mark = getattr(exc, "problem_mark", None)
         where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
         problem = getattr(exc, "problem", None) or str(exc)
         raise InputError(f"{where}: invalid YAML: {problem}") from exc
+
+
+def _json_error(origin: str, exc: json.JSONDecodeError) -> InputError:
+    return InputError(f"{origin}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}")
 
 
 def _objects(documents: Iterable[object], origin: str) -> Iterator[tuple[JSON, str]]:

@@ -23,7 +23,7 @@ from kube2haproxy.settings import RenderSettings
 MAIN_TEMPLATE = "haproxy.cfg.j2"
 BUNDLED = Path(__file__).parent / "templates"
 
-_SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:/\[\]@%?=&+,~!*-]{1,4096}")
+_safe = re.compile(r"[A-Za-z0-9_.:/\[\]@%?=&+,~!*-]{1,4096}").fullmatch
 _UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
 
 
@@ -40,11 +40,18 @@ def duration(ms: int) -> str:
 
 
 def _guard(value: Any) -> Any:
-    if isinstance(value, bool) or value is None:
-        raise UnsafeValueError(f"refusing to print {value!r} into haproxy.cfg")
-    if isinstance(value, int):
+    """Jinja's finalize hook: runs on every `{{ }}` result, so the common cases come first."""
+    kind = type(value)
+    if kind is str:
+        if _safe(value):
+            return value
+    elif kind is int:
         return value
-    if isinstance(value, str) and _SAFE_VALUE.fullmatch(value):
+    elif isinstance(value, jinja2.Undefined):
+        return value  # printing it raises StrictUndefined's own, clearer error
+    elif (isinstance(value, str) and _safe(value)) or (  # enumerations (StrEnum)
+        isinstance(value, int) and not isinstance(value, bool)
+    ):
         return value
     raise UnsafeValueError(
         f"refusing to print {ascii(value)[:80]} into haproxy.cfg: only numbers and strings of "
@@ -76,6 +83,10 @@ class Renderer:
         )
         self._env.filters["duration"] = duration
         try:
+            # Compile every template now: a syntax error in an included one is reported before
+            # any work, not after the cluster was loaded and translated.
+            for name in self._env.list_templates(extensions=["j2"]):
+                self._env.get_template(name)
             self._template = self._env.get_template(MAIN_TEMPLATE)
         except jinja2.TemplateError as exc:
             raise TemplateError(_describe(exc)) from exc

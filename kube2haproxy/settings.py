@@ -32,8 +32,9 @@ class TranslateSettings:
         default=None,
         metadata=_opt(
             "--proxy-name",
-            "Serve Services whose service.kubernetes.io/service-proxy-name label equals this; "
-            "unset: serve only Services without the label, as kube-proxy does.",
+            "Also serve Services labelled service.kubernetes.io/service-proxy-name=<this>. "
+            "Unlabelled Services are always served, Services labelled for another proxy never; "
+            "unset, every labelled Service is skipped, as kube-proxy does.",
         ),
     )
     # A central pool must never forward to itself: the API server rejects loopback endpoints, and

@@ -549,8 +549,20 @@ def _group_ports(
             continue
         name = raw.get("name") or ""
         protocol = raw.get("protocol") or "TCP"
-        if isinstance(name, str) and isinstance(protocol, str):
-            ports[(name, protocol)] = number
+        if name:
+            try:
+                grammar.port_name(name)
+            except grammar.GrammarError as exc:
+                findings.append(warning(who, f"{path}[{i}].name", f"{shown(name)}: {exc}; ignored"))
+                continue
+        if protocol not in ("TCP", "UDP", "SCTP"):
+            findings.append(
+                warning(
+                    who, f"{path}[{i}].protocol", f"unknown protocol {shown(protocol)}; ignored"
+                )
+            )
+            continue
+        ports[(name, protocol)] = number
     return ports
 
 

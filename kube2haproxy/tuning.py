@@ -87,28 +87,28 @@ ANNOTATIONS: tuple[Annotation, ...] = (
         "timeout-connect",
         "connect_timeout_ms",
         _duration,
-        "--timeout-connect (5s)",
+        "value of --timeout-connect, 5s by default",
         "Time allowed to connect to an endpoint.",
     ),
     Annotation(
         "timeout-server",
         "server_timeout_ms",
         _duration,
-        "--timeout-server (1m)",
+        "value of --timeout-server, 1m by default",
         "Server inactivity timeout before the connection is established.",
     ),
     Annotation(
         "timeout-client",
         "client_timeout_ms",
         _duration,
-        "--timeout-client (1m)",
+        "value of --timeout-client, 1m by default",
         "Client inactivity timeout before the connection is established.",
     ),
     Annotation(
         "timeout-tunnel",
         "tunnel_timeout_ms",
         _duration,
-        "--timeout-tunnel (24h)",
+        "value of --timeout-tunnel, 1d by default",
         "Inactivity timeout of an established connection (both directions idle).",
     ),
     Annotation(
@@ -189,8 +189,9 @@ def parse(annotations: Mapping[str, str], *, subject: str) -> tuple[ServiceOptio
     values: dict[str, Any] = {}
     present: set[str] = set()
     for name in ours:
-        field = f"metadata.annotations[{shown(name)}]"
         spec = _BY_NAME.get(name)
+        # A known name is ours and safe to print as is; an unknown one may be anything.
+        field = f"metadata.annotations[{name if spec is not None else shown(name)}]"
         if spec is None:
             known = ", ".join(a.key for a in ANNOTATIONS)
             findings.append(

@@ -1,0 +1,208 @@
+"""grammar: each strict grammar accepts its language and nothing else."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kube2haproxy import grammar
+from kube2haproxy.grammar import GrammarError
+
+ACCEPT, REJECT = True, False
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("web", ACCEPT),
+        ("a", ACCEPT),
+        ("kube-system", ACCEPT),
+        ("0abc", ACCEPT),
+        ("x" * 63, ACCEPT),
+        ("x" * 64, REJECT),
+        ("", REJECT),
+        ("-web", REJECT),
+        ("web-", REJECT),
+        ("Web", REJECT),
+        ("web_1", REJECT),
+        ("web.x", REJECT),
+        ("web\n", REJECT),
+        ("wéb", REJECT),
+        (5, REJECT),
+        (None, REJECT),
+    ],
+)
+def test_dns_label(value, ok):
+    if ok:
+        assert grammar.dns_label(value) == value
+    else:
+        with pytest.raises(GrammarError):
+            grammar.dns_label(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("http", ACCEPT),
+        ("grpc-web", ACCEPT),
+        ("h2", ACCEPT),
+        ("x" * 15, ACCEPT),
+        ("x" * 16, REJECT),
+        ("8080", REJECT),
+        ("a--b", REJECT),
+        ("-a", REJECT),
+        ("Http", REJECT),
+        ("http\n", REJECT),
+        ("", REJECT),
+    ],
+)
+def test_port_name(value, ok):
+    if ok:
+        assert grammar.port_name(value) == value
+    else:
+        with pytest.raises(GrammarError):
+            grammar.port_name(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("80", 80),
+        (80, 80),
+        ("0080", 80),
+        (" 80", None),
+        ("80 ", None),
+        ("8_0", None),
+        ("٨٠", None),
+        ("+80", None),
+        ("-1", None),
+        ("", None),
+        (True, None),
+        (80.0, None),
+        ("65536", None),
+        ("1", 1),
+    ],
+)
+def test_integer(value, expected):
+    if expected is None:
+        with pytest.raises(GrammarError):
+            grammar.integer(value, low=1, high=65535)
+    else:
+        assert grammar.integer(value, low=1, high=65535) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [
+        ("500", 500),
+        ("500ms", 500),
+        ("30s", 30_000),
+        ("5m", 300_000),
+        ("1h", 3_600_000),
+        ("1d", 86_400_000),
+        ("1500us", 2),
+        ("24d", 24 * 86_400_000),
+        ("25d", None),
+        ("0s", None),
+        ("5 m", None),
+        ("5M", None),
+        ("5min", None),
+        ("-5s", None),
+        ("1.5s", None),
+        ("", None),
+        ("5s\n", None),
+        (5, None),
+    ],
+)
+def test_duration(value, ms):
+    if ms is None:
+        with pytest.raises(GrammarError):
+            grammar.duration_ms(value)
+    else:
+        assert grammar.duration_ms(value) == ms
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10.0.0.1", ("10.0.0.1", 4)),
+        ("fd00::1", ("fd00::1", 6)),
+        ("FD00:0::0001", ("fd00::1", 6)),
+        ("::ffff:10.0.0.1", ("::ffff:a00:1", 6)),
+        ("10.0.0.01", None),
+        ("10.0.0", None),
+        ("10.0.0.1 ", None),
+        ("fe80::1%eth0", None),
+        ("fe80::1%0", None),
+        ("[fd00::1]", None),
+        ("10.0.0.1/32", None),
+        ("", None),
+        (10, None),
+        ("1.2.3.4\n", None),
+    ],
+)
+def test_ip_text(value, expected):
+    if expected is None:
+        with pytest.raises(GrammarError):
+            grammar.ip_text(value)
+    else:
+        assert grammar.ip_text(value) == expected
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_ipv4_fast_path_agrees_with_ipaddress(number):
+    text = str(ipaddress.IPv4Address(number))
+    assert grammar.ip_text(text) == (text, 4)
+    assert bool(grammar.ORDINARY_IPV4.fullmatch(text)) == (grammar.special_ip(text, 4) is None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10.0.0.0/8", "10.0.0.0/8"),
+        ("10.1.2.3/8", "10.0.0.0/8"),
+        ("10.1.2.3", "10.1.2.3/32"),
+        ("fd00::/8", "fd00::/8"),
+        ("10.0.0.0/33", None),
+        ("10.0.0.0/8 ", None),
+        ("any", None),
+    ],
+)
+def test_cidr(value, expected):
+    if expected is None:
+        with pytest.raises(GrammarError):
+            grammar.cidr(value)
+    else:
+        assert str(grammar.cidr(value)) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("/", ACCEPT),
+        ("/healthz", ACCEPT),
+        ("/ready?full=1&x=y", ACCEPT),
+        ("/a%20b", ACCEPT),
+        ("/-/healthy", ACCEPT),
+        ("healthz", REJECT),
+        ("/a b", REJECT),
+        ("/a#b", REJECT),
+        ("/a%2", REJECT),
+        ('/a"', REJECT),
+        ("/a'", REJECT),
+        ("/a\\b", REJECT),
+        ("/a$x", REJECT),
+        ("/a;b", REJECT),
+        ("/\n", REJECT),
+        ("/" + "a" * 256, REJECT),
+    ],
+)
+def test_http_path(value, ok):
+    if ok:
+        assert grammar.http_path(value) == value
+    else:
+        with pytest.raises(GrammarError):
+            grammar.http_path(value)
