@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from kube2haproxy import __version__, configfile, heap, manifests, settings
+from kube2haproxy import __version__, configfile, heap, logs, manifests, settings
 from kube2haproxy.errors import ExitCode, InputError, Kube2HAProxyError, StrictError
 from kube2haproxy.findings import Finding, Severity
 from kube2haproxy.grammar import GrammarError, duration_ms
@@ -43,8 +43,9 @@ def settings_options(*sections: str) -> Callable[[F], F]:
         for spec in reversed(settings.option_specs(sections)):
             common: dict[str, Any] = {"help": spec.help, "envvar": spec.envvar, "show_envvar": True}
             if spec.kind is settings.ValueKind.FLAG:
+                name = spec.flag.removeprefix("--")
                 option = click.option(
-                    spec.flag, spec.name, is_flag=True, default=spec.default, **common
+                    f"--{name}/--no-{name}", spec.name, default=spec.default, **common
                 )
             elif spec.kind is settings.ValueKind.DURATION:
                 option = click.option(
@@ -61,6 +62,14 @@ def settings_options(*sections: str) -> Callable[[F], F]:
                     spec.flag,
                     spec.name,
                     type=click.IntRange(spec.limits["low"], spec.limits["high"]),
+                    default=spec.default,
+                    **common,
+                )
+            elif spec.kind is settings.ValueKind.CHOICE:
+                option = click.option(
+                    spec.flag,
+                    spec.name,
+                    type=click.Choice(spec.choices),
                     default=spec.default,
                     **common,
                 )
@@ -130,7 +139,7 @@ def cli() -> None:
 )
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the summary line.")
 @settings_options("translate", "render", "haproxy")
-def render(
+def render(  # the dry run
     *,
     paths: tuple[str, ...],
     output: Path | None,
@@ -197,6 +206,36 @@ def render(
         click.echo(summary(translation, warnings=len(warnings), checked=check), err=True)
     if differs and exit_code:
         sys.exit(ExitCode.DIFFERENCES)
+
+
+@cli.command()
+@click.option(
+    "--manifests",
+    multiple=True,
+    metavar="PATH",
+    type=click.Path(exists=True),
+    envvar="KUBE2HAPROXY_MANIFESTS",
+    show_envvar=True,
+    help="Follow these manifest files or directories (repeatable) instead of the Kubernetes "
+    "API; a file that fails to parse keeps its last good content.",
+)
+@settings_options("translate", "render", "haproxy", "run", "kube")
+def run(*, manifests: tuple[str, ...], **values: Any) -> None:
+    """Keep HAProxy in step with the cluster (or with manifest files).
+
+    \b
+    Supervised (the controller runs HAProxy; no cluster needed with --manifests):
+      kube2haproxy run --manifests demo/ --haproxy-bin haproxy
+    Attached (HAProxy runs beside us, e.g. a sidecar sharing a volume):
+      kube2haproxy run --kubeconfig ~/.kube/config \\
+          --master-socket /run/haproxy/master.sock --config /etc/haproxy/haproxy.cfg
+    """
+    # Imported here: the Kubernetes client takes half a second to import, `render` needs none.
+    from kube2haproxy import runner  # noqa: PLC0415
+
+    config = settings_from(values)
+    logs.setup(level=config.run.log_level, fmt=config.run.log_format)
+    runner.serve(config, manifests=manifests)
 
 
 def unified_diff(old_path: Path, new_text: str, *, label: str) -> str:

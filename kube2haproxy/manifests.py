@@ -10,17 +10,25 @@ the last good content of such a file.
 from __future__ import annotations
 
 import json
+import logging
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from kube2haproxy.errors import InputError
 from kube2haproxy.findings import Finding, warning
 from kube2haproxy.resources import JSON, FieldError, Key, Kind, key_of, kind_of
+from kube2haproxy.store import Event, EventType
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = (".yaml", ".yml", ".json")
 MAX_LIST_DEPTH = 4
@@ -149,3 +157,108 @@ def _flatten(doc: object, where: str, depth: int) -> Iterator[tuple[JSON, str]]:
                 yield from _flatten(item, where, depth + 1)
         return
     yield doc, where
+
+
+class ManifestSource:
+    """The manifests as a live source: loads the paths, then follows them with watchdog.
+
+    After any change under the paths (debounced), every file is read again and the differences
+    with what was emitted are sent as events, deletions included. A file that does not parse is
+    reported and its last good content kept, so a half-saved edit never empties the cluster."""
+
+    def __init__(self, paths: Sequence[str], *, debounce_s: float = 0.2) -> None:
+        self.paths = list(paths)
+        self.names: tuple[str, ...] = ("manifests",)
+        self._debounce_s = debounce_s
+        self._good: dict[Path, list[object]] = {}
+        self._emitted: dict[tuple[Kind, Key], JSON] = {}
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._observer: BaseObserver | None = None
+        self._thread: threading.Thread | None = None
+        self.reloads = 0
+
+    def start(self, emit: Callable[[Event], None]) -> None:
+        self._emit = emit
+        # Follow first, then read: a change made while we read is then noticed, not lost.
+        self._observer = Observer()
+        handler = _Poke(self._changed)
+        for directory in sorted({self._watch_root(Path(p)) for p in self.paths}):
+            self._observer.schedule(handler, str(directory), recursive=True)
+        self._observer.start()
+        self._sync()
+        emit(Event(EventType.SYNCED, "manifests"))
+        self._thread = threading.Thread(target=self._follow, name="manifests", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._changed.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @staticmethod
+    def _watch_root(path: Path) -> Path:
+        return path if path.is_dir() else path.parent
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            self._changed.wait()
+            if self._stop.is_set():
+                return
+            # Editors write in several steps: wait for the burst to end.
+            while self._changed.is_set():
+                self._changed.clear()
+                if self._stop.wait(self._debounce_s):
+                    return
+            try:
+                self._sync()
+            except Exception:
+                log.exception("cannot reload the manifests; keeping the last good state")
+
+    def _sync(self) -> None:
+        manifests = Manifests()
+        files: list[Path] = []
+        for path in self.paths:
+            try:
+                files.extend(expand(Path(path)))
+            except InputError as exc:
+                log.warning("%s", exc)
+        current: dict[Path, list[object]] = {}
+        for file in files:
+            try:
+                current[file] = read_file(file)
+            except InputError as exc:
+                if file in self._good:
+                    log.warning("%s; keeping its last good content", exc)
+                    current[file] = self._good[file]
+                else:
+                    log.warning("%s; ignored until it parses", exc)
+        self._good = current
+        for file, documents in current.items():
+            manifests.add(str(file), documents)
+        for finding in manifests.findings:
+            log.warning("%s", finding)
+        self.reloads += 1
+        for (kind, key), obj in manifests.objects.items():
+            before = self._emitted.get((kind, key))
+            if before != obj:
+                kind_of_change = EventType.ADDED if before is None else EventType.MODIFIED
+                self._emit(Event(kind_of_change, "manifests", kind, key, obj))
+        for (kind, key), before in self._emitted.items():
+            if (kind, key) not in manifests.objects:
+                self._emit(Event(EventType.DELETED, "manifests", kind, key, before))
+        self._emitted = dict(manifests.objects)
+
+
+class _Poke(FileSystemEventHandler):
+    def __init__(self, changed: threading.Event) -> None:
+        self._changed = changed
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
+        if event.is_directory or any(p.lower().endswith(SUFFIXES) for p in paths):
+            self._changed.set()

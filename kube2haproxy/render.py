@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import jinja2
 
 from kube2haproxy.errors import TemplateError
 from kube2haproxy.model import Model
-from kube2haproxy.settings import RenderSettings
+from kube2haproxy.settings import RENDER_RUNTIME_SOCKET, RenderSettings
 
 MAIN_TEMPLATE = "haproxy.cfg.j2"
 BUNDLED = Path(__file__).parent / "templates"
@@ -63,6 +64,8 @@ class Renderer:
     """A Jinja2 environment built once, rendering models to config text."""
 
     def __init__(self, settings: RenderSettings) -> None:
+        if settings.runtime_socket is None:  # `run` derives it from the master socket
+            settings = replace(settings, runtime_socket=RENDER_RUNTIME_SOCKET)
         self._settings = settings
         loaders: list[jinja2.BaseLoader] = []
         if settings.templates:

@@ -150,3 +150,55 @@ def service_of_slice(slice_obj: JSON) -> Key | None:
     if not name:
         return None
     return Key(key.namespace, name)
+
+
+# What translate reads. Objects from the API are cut down to this on arrival: a 10,000-service
+# cluster's slices carry 100,000 targetRefs, nodeNames and zones we would otherwise keep.
+_METADATA_KEPT = (
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "creationTimestamp",
+    "resourceVersion",
+)
+_ENDPOINT_KEPT = ("addresses", "conditions")
+
+
+def prune(kind: Kind, obj: JSON) -> JSON:
+    """A copy of obj holding only the fields translate (and the sources) read. Fields of the
+    wrong type are kept as they are, for translate to report."""
+    out: JSON = {k: obj[k] for k in ("apiVersion", "kind") if k in obj}
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        out["metadata"] = {k: metadata[k] for k in _METADATA_KEPT if k in metadata}
+    elif "metadata" in obj:
+        out["metadata"] = metadata
+    if kind is Kind.SERVICE:
+        spec = obj.get("spec")
+        if isinstance(spec, dict):
+            out["spec"] = {k: v for k, v in spec.items() if k != "selector"}
+        elif "spec" in obj:
+            out["spec"] = spec
+        status = obj.get("status")
+        if isinstance(status, dict) and "loadBalancer" in status:
+            out["status"] = {"loadBalancer": status["loadBalancer"]}
+        elif status is not None and not isinstance(status, dict):
+            out["status"] = status
+    elif kind is Kind.ENDPOINT_SLICE:
+        for key in ("addressType", "ports"):
+            if key in obj:
+                out[key] = obj[key]
+        endpoints = obj.get("endpoints")
+        if isinstance(endpoints, list):
+            out["endpoints"] = [
+                {k: e[k] for k in _ENDPOINT_KEPT if k in e} if isinstance(e, dict) else e
+                for e in endpoints
+            ]
+        elif "endpoints" in obj:
+            out["endpoints"] = endpoints
+    else:
+        for key in ("subsets",):
+            if key in obj:
+                out[key] = obj[key]
+    return out

@@ -7,6 +7,7 @@ fields map one to one and `--help` shows the defaults declared here.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -18,10 +19,18 @@ class ValueKind(StrEnum):
     DURATION = "duration"  # HAProxy duration syntax on the command line, milliseconds in the field
     FLAG = "flag"
     PATH = "path"
+    CHOICE = "choice"  # one of the field's `choices`
 
 
-def _opt(flag: str, help: str, kind: ValueKind = ValueKind.TEXT, **limits: int) -> dict[str, Any]:
-    return {"flag": flag, "help": help, "kind": kind, "limits": limits}
+def _opt(
+    flag: str,
+    help: str,
+    kind: ValueKind = ValueKind.TEXT,
+    *,
+    choices: tuple[str, ...] = (),
+    **limits: int,
+) -> dict[str, Any]:
+    return {"flag": flag, "help": help, "kind": kind, "limits": limits, "choices": choices}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +81,24 @@ class RenderSettings:
             ValueKind.PATH,
         ),
     )
-    runtime_socket: str = field(
-        default="/run/haproxy/admin.sock",
+    runtime_socket: str | None = field(
+        default=None,
         metadata=_opt(
             "--runtime-socket",
-            "Path of HAProxy's stats socket (runtime API), mode 600.",
+            "Path of HAProxy's stats socket (runtime API), mode 600. Unset: admin.sock beside "
+            "the master socket (render: /run/haproxy/admin.sock).",
             ValueKind.PATH,
+        ),
+    )
+    # A pool member must be able to listen on VIPs it does not hold yet: a VRRP backup, or a
+    # host whose service CIDR is routed but not configured. HAProxy's `transparent` sets
+    # IP_TRANSPARENT, or IP_FREEBIND without CAP_NET_ADMIN: no privilege is needed.
+    bind_transparent: bool = field(
+        default=True,
+        metadata=_opt(
+            "--bind-transparent",
+            "Listen on VIPs not configured on this host (HAProxy's `transparent` bind option).",
+            ValueKind.FLAG,
         ),
     )
     # 0 lets HAProxy derive maxconn from its file-descriptor limit, the safest default when the
@@ -126,6 +147,27 @@ class RenderSettings:
             ValueKind.DURATION,
         ),
     )
+    # After a reload, old workers finish their connections. With 24 h tunnels they could live a
+    # day, each holding a whole config (555 MB at 10,000 services); ten minutes bounds memory
+    # and still lets ordinary requests and most streams finish.
+    hard_stop_after_ms: int = field(
+        default=600_000,
+        metadata=_opt(
+            "--hard-stop-after",
+            "Longest an old worker may keep serving its connections after a reload.",
+            ValueKind.DURATION,
+        ),
+    )
+    mworker_max_reloads: int = field(
+        default=20,
+        metadata=_opt(
+            "--mworker-max-reloads",
+            "Reloads an old worker may survive before the master stops it.",
+            ValueKind.INT,
+            low=1,
+            high=1000,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +192,167 @@ class HAProxySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RunSettings:
+    """Where the controller's HAProxy lives and how it is driven (`run` only)."""
+
+    master_socket: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--master-socket",
+            "Attach to a running HAProxy through this master CLI socket. Unset: run HAProxy "
+            "ourselves (supervised), with --haproxy-bin.",
+            ValueKind.PATH,
+        ),
+    )
+    config: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--config",
+            "The haproxy.cfg the controller writes. Unset: <run-dir>/haproxy.cfg when supervised, "
+            "/etc/haproxy/haproxy.cfg when attached.",
+            ValueKind.PATH,
+        ),
+    )
+    run_dir: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--run-dir",
+            "Directory for the supervised HAProxy's config and sockets. Unset: "
+            "/run/kube2haproxy as root, else $XDG_RUNTIME_DIR/kube2haproxy or "
+            "/tmp/kube2haproxy-<uid>.",
+            ValueKind.PATH,
+        ),
+    )
+    # 10,000 services reload in ~2.5 s and 50,000 in ~12 s on two cores.
+    reload_timeout_ms: int = field(
+        default=60_000,
+        metadata=_opt(
+            "--reload-timeout",
+            "Longest a reload may take before it counts as failed.",
+            ValueKind.DURATION,
+        ),
+    )
+    debounce_ms: int = field(
+        default=100,
+        metadata=_opt(
+            "--debounce",
+            "Quiet period after a change before it is applied (a storm of changes is one apply).",
+            ValueKind.DURATION,
+        ),
+    )
+    max_delay_ms: int = field(
+        default=1_000,
+        metadata=_opt(
+            "--max-delay",
+            "Longest a pending change waits for the quiet period.",
+            ValueKind.DURATION,
+        ),
+    )
+    retry_ms: int = field(
+        default=5_000,
+        metadata=_opt(
+            "--retry",
+            "First wait before retrying a failed apply; doubles up to 2 minutes.",
+            ValueKind.DURATION,
+        ),
+    )
+    listen: str = field(
+        default="127.0.0.1:9333",
+        metadata=_opt(
+            "--listen",
+            "host:port of /healthz, /readyz and /metrics (an empty value disables them).",
+        ),
+    )
+    log_format: str = field(
+        default="plain",
+        metadata=_opt(
+            "--log-format",
+            "Log lines as plain text or JSON objects.",
+            ValueKind.CHOICE,
+            choices=("plain", "json"),
+        ),
+    )
+    log_level: str = field(
+        default="info",
+        metadata=_opt(
+            "--log-level",
+            "Least severe level logged.",
+            ValueKind.CHOICE,
+            choices=("debug", "info", "warning", "error"),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KubeSettings:
+    """How the Kubernetes API is reached and watched (`run` without --manifests)."""
+
+    kubeconfig: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--kubeconfig",
+            "kubeconfig file. Unset: the in-cluster service account, else $KUBECONFIG or "
+            "~/.kube/config.",
+            ValueKind.PATH,
+        ),
+    )
+    context: str | None = field(
+        default=None, metadata=_opt("--context", "kubeconfig context (unset: the current one).")
+    )
+    namespace: str | None = field(
+        default=None,
+        metadata=_opt("--namespace", "Watch one namespace only (unset: all namespaces)."),
+    )
+    label_selector: str | None = field(
+        default=None,
+        metadata=_opt("--label-selector", "Watch only Services matching this label selector."),
+    )
+    watch_endpoints: bool = field(
+        default=False,
+        metadata=_opt(
+            "--watch-endpoints",
+            "Also watch v1 Endpoints, for services without EndpointSlices (clusters older "
+            "than 1.21).",
+            ValueKind.FLAG,
+        ),
+    )
+    # The API server ends a watch after this; the client gives up on a silent connection 30 s
+    # later, so a dead TCP peer is noticed within 2.5 minutes.
+    watch_timeout_ms: int = field(
+        default=120_000,
+        metadata=_opt(
+            "--watch-timeout",
+            "Server-side timeout of each watch request (the client waits 30 s longer).",
+            ValueKind.DURATION,
+        ),
+    )
+    page_size: int = field(
+        default=500,
+        metadata=_opt(
+            "--page-size",
+            "Objects per page of the initial list.",
+            ValueKind.INT,
+            low=1,
+            high=100_000,
+        ),
+    )
+    backoff_max_ms: int = field(
+        default=30_000,
+        metadata=_opt(
+            "--backoff-max",
+            "Longest wait between two reconnections to the API (exponential, with jitter).",
+            ValueKind.DURATION,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     translate: TranslateSettings = field(default_factory=TranslateSettings)
     render: RenderSettings = field(default_factory=RenderSettings)
     haproxy: HAProxySettings = field(default_factory=HAProxySettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    kube: KubeSettings = field(default_factory=KubeSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,16 +366,19 @@ class OptionSpec:
     kind: ValueKind
     default: Any
     limits: dict[str, int]
+    choices: tuple[str, ...] = ()
 
     @property
     def envvar(self) -> str:
         return "KUBE2HAPROXY_" + self.flag.lstrip("-").upper().replace("-", "_")
 
 
-_SECTIONS: dict[str, type[TranslateSettings | RenderSettings | HAProxySettings]] = {
+_SECTIONS: dict[str, type[Any]] = {
     "translate": TranslateSettings,
     "render": RenderSettings,
     "haproxy": HAProxySettings,
+    "run": RunSettings,
+    "kube": KubeSettings,
 }
 
 
@@ -197,6 +399,7 @@ def option_specs(sections: tuple[str, ...] | None = None) -> list[OptionSpec]:
                     meta["kind"],
                     f.default,
                     dict(meta["limits"]),
+                    meta["choices"],
                 )
             )
     return specs
@@ -210,3 +413,41 @@ def build(values: dict[str, Any]) -> Settings:
         names = {f.name for f in fields(section_type)}
         parts[section] = section_type(**{k: v for k, v in values.items() if k in names})
     return Settings(**parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Where the running controller's files and sockets are, once the unset defaults resolved."""
+
+    supervised: bool
+    config: str
+    master_socket: str
+    runtime_socket: str
+    run_dir: str | None
+
+
+def resolve_paths(settings: Settings, *, uid: int, environ: dict[str, str], tmp: str) -> Paths:
+    """Fill in the defaults that depend on the mode and the user (see the flags' help)."""
+    run = settings.run
+    if run.master_socket is None:
+        if run.run_dir is not None:
+            run_dir = run.run_dir
+        elif uid == 0:
+            run_dir = "/run/kube2haproxy"
+        elif environ.get("XDG_RUNTIME_DIR"):
+            run_dir = environ["XDG_RUNTIME_DIR"] + "/kube2haproxy"
+        else:
+            run_dir = f"{tmp}/kube2haproxy-{uid}"
+        master = f"{run_dir}/master.sock"
+        config = run.config or f"{run_dir}/haproxy.cfg"
+    else:
+        run_dir = None
+        master = run.master_socket
+        config = run.config or "/etc/haproxy/haproxy.cfg"
+    runtime = settings.render.runtime_socket or posixpath.join(
+        posixpath.dirname(master), "admin.sock"
+    )
+    return Paths(run.master_socket is None, config, master, runtime, run_dir)
+
+
+RENDER_RUNTIME_SOCKET = "/run/haproxy/admin.sock"  # what `render` writes when unset

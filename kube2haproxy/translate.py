@@ -90,17 +90,53 @@ class Translation:
         return Counter(f.skip for f in self.findings if f.skip is not None)
 
 
-def translate(snapshot: Snapshot, settings: TranslateSettings) -> Translation:
-    results = [
-        translate_service(
-            key,
-            service,
-            slices=snapshot.slices.get(key, ()),
-            endpoints=snapshot.endpoints.get(key),
-            settings=settings,
-        )
-        for key, service in sorted(snapshot.services.items())
-    ]
+class TranslateCache:
+    """Per-service results of earlier translations, reused while the service's inputs are the very
+    same objects: the store hands out one dict per object version, so identity means unchanged.
+    A long-running controller keeps one, making a change cost O(changed services)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Key, tuple[tuple[object, ...], ServiceResult]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, key: Key, inputs: tuple[object, ...]) -> ServiceResult | None:
+        entry = self._entries.get(key)
+        if entry is None or len(entry[0]) != len(inputs):
+            return None
+        if all(a is b for a, b in zip(entry[0], inputs, strict=True)):
+            return entry[1]
+        return None
+
+    def store(self, key: Key, inputs: tuple[object, ...], result: ServiceResult) -> None:
+        self._entries[key] = (inputs, result)
+
+    def retain(self, keys: Iterable[Key]) -> None:
+        """Forget the services that are gone."""
+        keep = set(keys)
+        for key in [k for k in self._entries if k not in keep]:
+            del self._entries[key]
+
+
+def translate(
+    snapshot: Snapshot, settings: TranslateSettings, *, cache: TranslateCache | None = None
+) -> Translation:
+    results = []
+    for key, service in sorted(snapshot.services.items()):
+        slices = snapshot.slices.get(key, ())
+        endpoints = snapshot.endpoints.get(key)
+        inputs = (settings, service, endpoints, *slices)
+        result = cache.lookup(key, inputs) if cache is not None else None
+        if result is None:
+            result = translate_service(
+                key, service, slices=slices, endpoints=endpoints, settings=settings
+            )
+            if cache is not None:
+                cache.store(key, inputs, result)
+        results.append(result)
+    if cache is not None and len(cache) > len(snapshot.services):
+        cache.retain(snapshot.services)
     return assemble(results)
 
 

@@ -4,7 +4,7 @@ and a shortcut through the pure pipeline, for table-driven tests."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from kube2haproxy.manifests import Manifests
@@ -12,7 +12,7 @@ from kube2haproxy.model import Model
 from kube2haproxy.render import Renderer
 from kube2haproxy.resources import key_of, kind_of
 from kube2haproxy.settings import RenderSettings, TranslateSettings
-from kube2haproxy.store import Snapshot, Store
+from kube2haproxy.store import Event, EventType, Snapshot, Store
 from kube2haproxy.translate import Translation, translate
 
 JSON = dict[str, Any]
@@ -164,3 +164,31 @@ def servers(translation: Translation, backend: str) -> list[str]:
 def fields_of(translation: Translation) -> list[tuple[str, str, str]]:
     """(severity, subject, field) of every finding: what tests assert on."""
     return [(f.severity.value, f.subject, f.field) for f in translation.findings]
+
+
+class ScriptedSource:
+    """A source the test drives by hand."""
+
+    def __init__(self, name: str = "test") -> None:
+        self.names = (name,)
+        self.emit: Callable[[Event], None] = lambda _e: None
+        self.stopped = False
+
+    def start(self, emit: Callable[[Event], None]) -> None:
+        self.emit = emit
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def put(self, obj: dict) -> None:
+        kind = kind_of(obj)
+        assert kind is not None
+        self.emit(Event(EventType.MODIFIED, self.names[0], kind, key_of(obj), obj))
+
+    def delete(self, obj: dict) -> None:
+        kind = kind_of(obj)
+        assert kind is not None
+        self.emit(Event(EventType.DELETED, self.names[0], kind, key_of(obj), obj))
+
+    def synced(self) -> None:
+        self.emit(Event(EventType.SYNCED, self.names[0]))

@@ -33,18 +33,38 @@ def test_every_annotation_is_documented_with_its_default():
 
 
 def test_every_setting_is_documented_with_its_variable_and_default():
-    rows = table_rows(r"`--[a-z-]+`")
+    rows = table_rows(r"`--(\[no-\])?[a-z-]+`")
     specs = option_specs()
-    assert {s.flag for s in specs} <= set(rows)
     for spec in specs:
         default = spec.default
+        flag = spec.flag
         if spec.kind is ValueKind.DURATION:
             default = duration(default)
         elif spec.kind is ValueKind.FLAG:
-            default = "off"
+            default = "on" if default else "off"
+            flag = f"--[no-]{flag[2:]}"
         elif default is None:
             default = "unset"
-        assert rows[spec.flag][:2] == [f"`{spec.envvar}`", f"`{default}`"], spec.flag
+        assert flag in rows, flag
+        assert rows[flag][:2] == [f"`{spec.envvar}`", f"`{default}`"], spec.flag
+
+
+def test_every_metric_is_documented():
+    from prometheus_client import generate_latest
+
+    from kube2haproxy.metrics import Metrics
+
+    exposed = {
+        line.split()[2]
+        for line in generate_latest(Metrics().registry).decode().splitlines()
+        if line.startswith("# TYPE")
+    }
+    documented = set(re.findall(r"`(kube2haproxy_[a-z_]+)", README))
+    for name in exposed:
+        if name.endswith("_created"):  # prometheus-client's creation time of each series
+            continue
+        base = name.removesuffix("_total")
+        assert name in documented or base in documented or f"{base}_total" in documented, name
 
 
 def test_every_exit_code_is_documented():

@@ -15,13 +15,29 @@ CORE = {
     "grammar",
     "model",
     "names",
+    "plan",
     "resources",
     "settings",
     "store",
     "translate",
     "tuning",
 }
-EDGE = {"__init__", "cli", "configfile", "heap", "manifests", "render"}
+EDGE = {
+    "__init__",
+    "applier",
+    "cli",
+    "configfile",
+    "controller",
+    "haproxy",
+    "heap",
+    "kube",
+    "logs",
+    "manifests",
+    "metrics",
+    "probes",
+    "render",
+    "runner",
+}
 
 # No I/O, no clock, no processes, no threads, no randomness, no logging in the core.
 IMPURE = {
@@ -49,7 +65,12 @@ IMPURE = {
     "io",
     "gc",
 }
-ONLY = {"kubernetes": {"kube"}, "jinja2": {"render"}, "watchdog": {"manifests_watch"}}
+ONLY = {
+    "kubernetes": {"kube"},
+    "jinja2": {"render"},
+    "watchdog": {"manifests"},
+    "prometheus_client": {"metrics", "probes"},
+}
 
 
 def imports(module: str) -> set[str]:

@@ -1,0 +1,134 @@
+"""Shared parts of the serve benchmarks: a local Kubernetes API (tests/fakeapi.py) filled with a
+synthetic cluster, and `kube2haproxy run` as a real subprocess against it, supervising HAProxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cluster import endpoint_slice, service  # noqa: E402
+
+from tests.fakeapi import FakeKubeAPI  # noqa: E402
+from tests.live import free_port  # noqa: E402
+
+
+def fill(api: FakeKubeAPI, services: int, endpoints: int) -> None:
+    for i in range(services):
+        api.put(service(i))
+        api.put(endpoint_slice(i, endpoints))
+
+
+def raise_fd_limit(wanted: int = 262_144) -> None:
+    """10,000 listening sockets need more than the usual 1,024 or 20,000 descriptors."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def probe(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
+@contextmanager
+def controller(
+    api: FakeKubeAPI, workdir: Path, listen: int, *extra: str, haproxy_bin: str = "haproxy"
+) -> Iterator[subprocess.Popen[bytes]]:
+    kubeconfig = api.kubeconfig(workdir / "kubeconfig")
+    log = open(workdir / "controller.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kube2haproxy.cli",
+            "run",
+            "--kubeconfig",
+            kubeconfig,
+            "--haproxy-bin",
+            haproxy_bin,
+            "--run-dir",
+            str(workdir / "run"),
+            "--listen",
+            f"127.0.0.1:{listen}",
+            "--log-format",
+            "json",
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=raise_fd_limit,  # noqa: PLW1509 - runs in the child, before its threads
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def wait_ready(process: subprocess.Popen[bytes], listen: int, timeout: float) -> float:
+    started = time.monotonic()
+    while probe(listen, "/readyz")[0] != 200:
+        if process.poll() is not None:
+            sys.exit(f"the controller exited with {process.returncode}")
+        if time.monotonic() - started > timeout:
+            sys.exit("the controller did not become ready")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Resident and peak resident memory of a process, MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def log_lines(workdir: Path) -> list[dict]:
+    out = []
+    for line in (workdir / "controller.log").read_text().splitlines():
+        with suppress(json.JSONDecodeError):
+            out.append(json.loads(line))
+    return out
+
+
+@contextmanager
+def serving_cluster(
+    services: int, endpoints: int, *extra: str, haproxy_bin: str, timeout: float
+) -> Iterator[tuple[FakeKubeAPI, Path, subprocess.Popen[bytes], int, float]]:
+    """A local API holding the synthetic cluster and a ready controller watching it:
+    (api, workdir, controller process, probe port, seconds until ready)."""
+    with tempfile.TemporaryDirectory(prefix="k2h-bench-") as tmp, FakeKubeAPI() as api:
+        workdir = Path(tmp)
+        fill(api, services, endpoints)
+        listen = free_port("127.0.0.1")
+        with controller(api, workdir, listen, *extra, haproxy_bin=haproxy_bin) as process:
+            ready = wait_ready(process, listen, timeout=timeout)
+            yield api, workdir, process, listen, ready

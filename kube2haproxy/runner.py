@@ -1,0 +1,120 @@
+"""runner: wires the long-running controller (`kube2haproxy run`) and runs it until a signal.
+
+Supervised when no master socket is given: we run HAProxy ourselves, starting it on the first
+config that passes `haproxy -c`, and stop it gracefully on SIGTERM. Attached otherwise: HAProxy is
+someone else's (a sidecar); we only write the file and talk to its master socket, and on SIGTERM
+we exit while HAProxy keeps serving the last config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import threading
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from kube2haproxy.applier import HAProxyApplier
+from kube2haproxy.controller import Controller, Source
+from kube2haproxy.haproxy import MasterCLI, Supervisor
+from kube2haproxy.manifests import ManifestSource
+from kube2haproxy.metrics import Metrics
+from kube2haproxy.probes import ProbeServer
+from kube2haproxy.render import Renderer
+from kube2haproxy.settings import Paths, Settings, resolve_paths
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
+    paths = resolve_paths(
+        settings, uid=os.getuid(), environ=dict(os.environ), tmp=tempfile.gettempdir()
+    )
+    settings = replace(
+        settings, render=replace(settings.render, runtime_socket=paths.runtime_socket)
+    )
+    renderer = Renderer(settings.render)  # template errors before anything starts
+    metrics = Metrics()
+    supervisor = _supervisor(settings, paths, metrics)
+    master = supervisor.master if supervisor is not None else MasterCLI(paths.master_socket)
+    applier = HAProxyApplier(
+        config=Path(paths.config),
+        binary=settings.haproxy.binary,
+        check_timeout_s=settings.haproxy.check_timeout_ms / 1000,
+        reload_timeout_s=settings.run.reload_timeout_ms / 1000,
+        master=master,
+        supervisor=supervisor,
+    )
+    sources = _sources(settings, manifests, metrics)
+    controller = Controller(
+        settings=settings, sources=sources, applier=applier, renderer=renderer, metrics=metrics
+    )
+    loop = threading.current_thread()
+
+    def live() -> tuple[bool, str]:
+        if not loop.is_alive():
+            return False, "controller loop stopped"
+        expected = supervisor is None or supervisor.running or controller.applied_model
+        if expected and not applier.healthy():
+            return False, f"haproxy master {paths.master_socket} does not answer"
+        return True, "ok"
+
+    def ready() -> tuple[bool, str]:
+        if not controller.synced:
+            return False, "waiting for the initial sync"
+        if not controller.ready.is_set():
+            return False, "no config applied yet"
+        return True, "ok"
+
+    probes = None
+    if settings.run.listen:
+        probes = ProbeServer(settings.run.listen, live=live, ready=ready, registry=metrics.registry)
+        probes.start()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        controller.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    mode = "supervised" if supervisor is not None else f"attached to {paths.master_socket}"
+    log.info(
+        "kube2haproxy %s, writing %s, sources: %s",
+        mode,
+        paths.config,
+        ", ".join(name for s in sources for name in s.names),
+    )
+    try:
+        controller.start_sources()
+        controller.run()
+    finally:
+        controller.stop()
+        if probes is not None:
+            probes.stop()
+        if supervisor is not None:
+            log.info("stopping haproxy")
+            supervisor.stop()
+
+
+def _supervisor(settings: Settings, paths: Paths, metrics: Metrics) -> Supervisor | None:
+    if not paths.supervised:
+        return None
+    assert paths.run_dir is not None
+    Path(paths.run_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Supervisor(
+        binary=settings.haproxy.binary,
+        config=paths.config,
+        master_socket=paths.master_socket,
+        on_exit=lambda _code: metrics.haproxy_restarts.inc(),
+    )
+
+
+def _sources(settings: Settings, manifests: tuple[str, ...], metrics: Metrics) -> list[Source]:
+    if manifests:
+        return [ManifestSource(manifests)]
+    from kube2haproxy.kube import KubeSource, api_client  # noqa: PLC0415 - heavy, only here
+
+    return [KubeSource(settings.kube, client=api_client(settings.kube), metrics=metrics)]

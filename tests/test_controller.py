@@ -1,0 +1,219 @@
+"""controller: sync gating, debounce with a maximum delay, the no-change path, failures and
+retries, the translate cache. Real threads and a real queue; the applier records or fails on
+demand (the real HAProxy applier has its own tests)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from prometheus_client import generate_latest
+
+from kube2haproxy.applier import ApplyReport, RecordingApplier
+from kube2haproxy.controller import Controller
+from kube2haproxy.errors import CheckError
+from kube2haproxy.metrics import Metrics
+from kube2haproxy.render import Renderer
+from kube2haproxy.settings import RunSettings, Settings
+from tests.builders import ScriptedSource, endpoint_slice, service
+
+FAST = Settings(run=RunSettings(debounce_ms=50, max_delay_ms=300, retry_ms=200))
+
+
+class FlakyApplier(RecordingApplier):
+    """Fails the next `failures` applies with the given error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[Exception] = []
+        self.attempts = 0
+
+    def apply(self, text: str) -> ApplyReport:
+        self.attempts += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return super().apply(text)
+
+
+@contextmanager
+def running(
+    *sources: ScriptedSource, applier=None, settings: Settings = FAST
+) -> Iterator[Controller]:
+    controller = Controller(
+        settings=settings,
+        sources=sources,
+        applier=applier or RecordingApplier(),
+        renderer=Renderer(replace(settings.render, runtime_socket="/run/k2h/admin.sock")),
+        metrics=Metrics(),
+    )
+    controller.start_sources()
+    thread = threading.Thread(target=controller.run, daemon=True)
+    thread.start()
+    try:
+        yield controller
+    finally:
+        controller.stop()
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+    assert all(s.stopped for s in sources)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def configs(controller: Controller) -> list[str]:
+    return controller._applier.configs  # type: ignore[attr-defined]
+
+
+def test_nothing_is_rendered_before_every_source_synced():
+    services, slices = ScriptedSource("kube/services"), ScriptedSource("kube/endpointslices")
+    with running(services, slices) as controller:
+        services.put(service())
+        services.synced()
+        slices.put(endpoint_slice(endpoints=["10.1.0.1"]))
+        time.sleep(0.5)  # several debounce periods
+        assert configs(controller) == []
+        assert not controller.ready.is_set()
+        slices.synced()
+        wait_for(controller.ready.is_set)
+        assert len(configs(controller)) == 1
+        assert "server s1 10.1.0.1:8080" in configs(controller)[0]
+
+
+def test_a_storm_of_changes_is_one_apply():
+    source = ScriptedSource()
+    with running(source) as controller:
+        source.synced()
+        wait_for(controller.ready.is_set)
+        for i in range(200):
+            source.put(endpoint_slice(endpoints=[f"10.1.0.{i % 250 + 1}"]))
+            source.put(service(f"svc-{i}", cluster_ips=[f"10.96.1.{i % 250}"]))
+        wait_for(lambda: len(configs(controller)) >= 2)
+        time.sleep(0.3)
+        assert len(configs(controller)) == 2
+        assert configs(controller)[-1].count("\nfrontend ") == 200
+
+
+def test_a_continuous_stream_of_changes_is_applied_within_the_maximum_delay():
+    source = ScriptedSource()
+    with running(source) as controller:
+        source.put(service())
+        source.synced()
+        wait_for(controller.ready.is_set)
+        stop = time.monotonic() + 1.5
+        i = 0
+        while time.monotonic() < stop:  # a change every 20 ms: the quiet period never comes
+            source.put(endpoint_slice(endpoints=[f"10.1.0.{i % 250 + 1}"]))
+            i += 1
+            time.sleep(0.02)
+        # Without the maximum delay (300 ms) nothing would be applied until the storm ends.
+        assert len(configs(controller)) >= 3
+
+
+def test_no_change_applies_nothing():
+    source = ScriptedSource()
+    with running(source) as controller:
+        source.put(service())
+        source.synced()
+        wait_for(controller.ready.is_set)
+        source.put(service())  # the same object again
+        source.put(service("other"))  # a service...
+        source.delete(service("other"))  # ...that disappears before the debounce ends
+        time.sleep(0.4)
+        assert len(configs(controller)) == 1
+
+
+def test_a_failed_apply_is_retried_and_the_controller_keeps_running(caplog):
+    applier = FlakyApplier()
+    source = ScriptedSource()
+    with running(source, applier=applier) as controller:
+        source.put(service())
+        source.synced()
+        wait_for(controller.ready.is_set)
+        applier.failures = [
+            CheckError(
+                "haproxy -c rejected the config (exit 1)",
+                output="[ALERT] parsing [x:3]: unknown keyword",
+            )
+        ] * 2
+        with caplog.at_level(logging.ERROR, logger="kube2haproxy.controller"):
+            source.put(service("api", cluster_ips=["10.96.0.11"]))
+            wait_for(lambda: applier.attempts >= 4, timeout=10)  # retried after the backoff
+        assert "unknown keyword" in caplog.text
+        metrics = controller.metrics
+        assert metrics.reloads.labels("check_failed")._value.get() == 2
+        assert metrics.reloads.labels("success")._value.get() == 2
+        assert metrics.validation_failed._value.get() == 0
+        assert "frontend default_api_http" in configs(controller)[-1]
+
+
+def test_an_unexpected_error_is_survived(caplog):
+    applier = FlakyApplier()
+    applier.failures = [RuntimeError("a bug")]
+    source = ScriptedSource()
+    with running(source, applier=applier) as controller:
+        source.put(service())
+        with caplog.at_level(logging.ERROR):
+            source.synced()
+            wait_for(controller.ready.is_set, timeout=10)
+        assert "a bug" in caplog.text
+        assert controller.metrics.reloads.labels("error")._value.get() == 1
+
+
+def test_an_object_that_cannot_be_translated_does_not_stop_the_others(caplog):
+    source = ScriptedSource()
+    with running(source) as controller, caplog.at_level(logging.WARNING):
+        source.put(service())
+        bad = service("bad", cluster_ips=["10.96.0.12"])
+        bad["spec"]["ports"] = "eighty"
+        source.put(bad)
+        source.synced()
+        wait_for(controller.ready.is_set)
+        assert "frontend default_web_http" in configs(controller)[0]
+        assert "Service default/bad: spec.ports: expected a list" in caplog.text
+        assert controller.metrics.warnings._value.get() == 1
+
+
+def test_findings_are_logged_once_not_at_every_apply(caplog):
+    source = ScriptedSource()
+    with running(source) as controller, caplog.at_level(logging.WARNING):
+        source.put(service(annotations={"kube2haproxy.io/balance": "fastest"}))
+        source.synced()
+        wait_for(controller.ready.is_set)
+        for i in range(3):
+            source.put(endpoint_slice(endpoints=[f"10.1.0.{i + 1}"]))
+            wait_for(lambda i=i: f"10.1.0.{i + 1}:8080" in configs(controller)[-1])
+    assert caplog.text.count("invalid value 'fastest'") == 1
+
+
+def test_unchanged_services_are_not_translated_again():
+    source = ScriptedSource()
+    with running(source) as controller:
+        for i in range(20):
+            source.put(service(f"s{i}", cluster_ips=[f"10.96.2.{i}"]))
+        source.synced()
+        wait_for(controller.ready.is_set)
+        first = {b.name: b for b in controller.applied_model.backends}
+        source.put(endpoint_slice("s3", endpoints=["10.1.0.9"]))
+        wait_for(lambda: len(configs(controller)) == 2)
+        second = {b.name: b for b in controller.applied_model.backends}
+    same = [name for name in first if first[name] is second[name]]
+    assert len(same) == 19 and "default_s3_http" not in same
+
+
+def test_metrics_exist_from_the_start():
+    text = generate_latest(Metrics().registry).decode()
+    for metric in [
+        "kube2haproxy_pending_changes 0.0",
+        "kube2haproxy_seconds_since_last_apply_success -1.0",
+        'kube2haproxy_services_skipped{reason="headless"} 0.0',
+    ]:
+        assert metric in text

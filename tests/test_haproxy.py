@@ -1,0 +1,241 @@
+"""The HAProxy edge against the real binary: master CLI, confirmed reloads (and refused ones),
+supervision (start, crash and restart, graceful stop), and the applier's guarantee that the file
+on disk is always a config HAProxy accepted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kube2haproxy.applier import HAProxyApplier
+from kube2haproxy.errors import CheckError, EnvironmentProblem
+from kube2haproxy.haproxy import (
+    HAProxyUnavailable,
+    MasterCLI,
+    ReloadError,
+    Supervisor,
+    parse_processes,
+    unix_command,
+)
+from tests.live import Backend, applier_for, free_port, get, loopback_ip, wait_for
+from tests.live import haproxy_config as config
+
+SHOW_PROC = textwrap.dedent("""\
+    #<PID>          <type>          <reloads>       <uptime>        <version>
+    1200            master          3 [failed: 1]   0d00h00m05s     2.6.12-1+deb12u4
+    # workers
+    1302            worker          1               0d00h00m04s     2.6.12-1+deb12u4
+    1310            worker          0               0d00h00m01s     2.6.12-1+deb12u4
+    # old workers
+    1250            worker          2               0d00h00m09s     2.6.12-1+deb12u4
+    # programs
+
+    """)
+
+
+def test_parse_show_proc():
+    processes = parse_processes(SHOW_PROC)
+    assert (processes.master_pid, processes.reloads, processes.failed) == (1200, 3, 1)
+    assert processes.workers == ((1302, 1), (1310, 0))
+    assert processes.old_workers == (1250,)
+    assert processes.current_worker == 1310
+
+
+def test_parse_rejects_something_else():
+    with pytest.raises(HAProxyUnavailable, match="unexpected answer"):
+        parse_processes("Unknown command\n")
+
+
+@pytest.fixture
+def world(tmp_path):
+    backends = [Backend("a"), Backend("b"), Backend("c")]
+    vip = loopback_ip()
+    yield tmp_path, vip, free_port(vip), backends
+    for backend in backends:
+        backend.close()
+
+
+@pytest.fixture
+def supervisor(tmp_path, haproxy_bin):
+    made: list[Supervisor] = []
+
+    def make(config: Path) -> Supervisor:
+        sup = Supervisor(
+            binary=haproxy_bin,
+            config=str(config),
+            master_socket=str(tmp_path / "master.sock"),
+            restart_backoff_s=(0.2, 1.0),
+        )
+        made.append(sup)
+        return sup
+
+    yield make
+    for sup in made:
+        sup.stop(grace_s=2)
+
+
+def test_supervised_start_reload_and_graceful_stop(world, supervisor):
+    tmp, vip, port, (a, b, _) = world
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(config(tmp, vip, port, [a]))
+    sup = supervisor(cfg)
+    sup.start(ready_timeout_s=10)
+    assert get(vip, port) == "a"
+    before = sup.master.processes()
+
+    cfg.write_text(config(tmp, vip, port, [b]))
+    after = sup.master.reload(timeout_s=10)
+    assert after.reloads == before.reloads + 1 and after.failed == 0
+    assert after.current_worker not in {pid for pid, _ in before.workers}
+    assert {get(vip, port) for _ in range(10)} == {"b"}
+
+    pid = sup.pid
+    sup.stop(grace_s=5)
+    assert not sup.running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_refused_reload_is_reported_and_the_old_worker_serves_on(world, supervisor):
+    tmp, vip, port, (a, _, _) = world
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(config(tmp, vip, port, [a]))
+    sup = supervisor(cfg)
+    sup.start(ready_timeout_s=10)
+    # Passes `haproxy -c`, but cannot start: the address belongs to no interface.
+    cfg.write_text(config(tmp, vip, port, [a], extra="frontend x\n    bind 192.0.2.1:1\n"))
+    with pytest.raises(ReloadError, match="refused the new config"):
+        sup.master.reload(timeout_s=10)
+    assert get(vip, port) == "a"
+
+
+def test_a_crashed_haproxy_is_restarted(world, supervisor):
+    tmp, vip, port, (a, _, _) = world
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(config(tmp, vip, port, [a]))
+    exits: list[int] = []
+    sup = supervisor(cfg)
+    sup._on_exit = exits.append
+    sup.start(ready_timeout_s=10)
+    first = sup.pid
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: sup.pid != first and sup.master.alive(), what="a restarted haproxy")
+    wait_for(lambda: _answers(vip, port), what="traffic after the restart")
+    assert exits == [-signal.SIGKILL] and sup.restarts == 1
+
+
+def _answers(vip: str, port: int) -> bool:
+    try:
+        return get(vip, port) == "a"
+    except OSError:
+        return False
+
+
+def test_start_failure_reports_haproxy_output(world, supervisor):
+    tmp, vip, port, (a, _, _) = world
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(config(tmp, vip, port, [a]) + "frontend x\n    bind 192.0.2.1:1\n")
+    with pytest.raises(EnvironmentProblem, match="cannot bind socket"):
+        supervisor(cfg).start(ready_timeout_s=10)
+
+
+def test_applier_never_leaves_a_refused_config_on_disk(world, supervisor, haproxy_bin):
+    tmp, vip, port, (a, b, c) = world
+    cfg = tmp / "haproxy.cfg"
+    sup = supervisor(cfg)
+    applier = applier_for(sup, binary=haproxy_bin, reload_timeout_s=10)
+    good = config(tmp, vip, port, [a])
+    assert applier.apply(good).outcome == "started"
+    assert applier.apply(good).outcome == "unchanged"
+
+    with pytest.raises(CheckError, match="rejected"):
+        applier.apply(good + "    bogus_keyword\n")
+    assert cfg.read_text() == good
+    assert not [p for p in tmp.iterdir() if p.name.endswith(".tmp")]
+
+    with pytest.raises(ReloadError):
+        applier.apply(good + "frontend x\n    bind 192.0.2.1:1\n")
+    assert cfg.read_text() == good  # restored: a restart would load what works
+    assert get(vip, port) == "a"
+
+    better = config(tmp, vip, port, [b, c])
+    assert applier.apply(better).outcome == "reloaded"
+    assert cfg.read_text() == better
+    assert {get(vip, port) for _ in range(20)} == {"b", "c"}
+
+
+def test_attached_applier_reads_what_haproxy_runs(world, supervisor, haproxy_bin):
+    tmp, vip, port, (a, _, _) = world
+    cfg = tmp / "haproxy.cfg"
+    text = config(tmp, vip, port, [a])
+    cfg.write_text(text)
+    sup = supervisor(cfg)
+    sup.start(ready_timeout_s=10)
+    attached = HAProxyApplier(
+        config=cfg,
+        binary=haproxy_bin,
+        check_timeout_s=30,
+        reload_timeout_s=10,
+        master=MasterCLI(sup.master.path),
+    )
+    reloads = sup.master.processes().reloads
+    assert attached.apply(text).outcome == "unchanged"  # a restarted controller: no reload
+    assert sup.master.processes().reloads == reloads
+    assert attached.healthy()
+
+
+def test_unix_command_times_out_on_a_silent_peer(tmp_path):
+    import socket
+
+    path = str(tmp_path / "silent.sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen()
+        with pytest.raises(HAProxyUnavailable, match="timed out"):
+            unix_command(path, "show proc", timeout_s=0.3, half_close=True)
+    with pytest.raises(HAProxyUnavailable):
+        unix_command(str(tmp_path / "absent.sock"), "show proc", timeout_s=0.3, half_close=True)
+
+
+def test_an_haproxy_left_running_is_adopted_not_doubled(world, supervisor, haproxy_bin):
+    """A controller killed with SIGKILL leaves its HAProxy running (its own session); the next
+    controller must take it over, not start a second master on the same ports."""
+    tmp, vip, port, (a, b, _) = world
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(config(tmp, vip, port, [a]))
+    first = supervisor(cfg)
+    first.start(ready_timeout_s=10)
+    orphan = first.pid
+    first._stopping.set()  # the first controller "dies" without stopping its HAProxy
+
+    second = supervisor(cfg)
+    applier = applier_for(second, binary=haproxy_bin, reload_timeout_s=10)
+    assert applier.apply(config(tmp, vip, port, [b])).outcome == "adopted and reloaded"
+    assert second.adopted and second.pid == orphan
+    assert {get(vip, port) for _ in range(10)} == {"b"}  # reloaded, one master
+    assert applier.apply(config(tmp, vip, port, [a, b])).outcome == "reloaded"
+    second.stop(grace_s=5)
+    wait_for(lambda: not _alive(orphan), what="the adopted haproxy stopped")
+
+
+def test_a_foreign_haproxy_on_our_socket_is_refused(world, supervisor, haproxy_bin):
+    tmp, vip, port, (a, _, _) = world
+    other = tmp / "other.cfg"
+    other.write_text(config(tmp, vip, port, [a]))
+    foreign = supervisor(other)
+    foreign.start(ready_timeout_s=10)
+    ours = supervisor(tmp / "haproxy.cfg")
+    with pytest.raises(EnvironmentProblem, match="another command line"):
+        ours.start(ready_timeout_s=5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"

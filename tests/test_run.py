@@ -1,0 +1,243 @@
+"""`kube2haproxy run` end to end, as a user starts it: a real process, real HAProxy, real HTTP.
+
+Supervised: the controller runs HAProxy, follows manifest files, serves its probes, and stops
+HAProxy on SIGTERM. Attached: HAProxy belongs to someone else; the controller leaves its file
+alone until synced and leaves HAProxy serving when it exits."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kube2haproxy.haproxy import HAProxyUnavailable, MasterCLI, Supervisor
+from tests.builders import endpoint_slice, service
+from tests.live import (
+    Backend,
+    free_port,
+    get,
+    haproxy_config,
+    loopback_ip,
+    responders,
+    wait_for,
+)
+
+
+def probe(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+@contextmanager
+def controller(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kube2haproxy.cli", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        # A killed controller leaves its supervised HAProxy running (by design: the next one
+        # adopts it); a test must not leave it behind.
+        if "--run-dir" in args:
+            master = MasterCLI(args[args.index("--run-dir") + 1] + "/master.sock")
+            with contextlib.suppress(HAProxyUnavailable, ProcessLookupError):
+                os.kill(master.processes().master_pid, signal.SIGKILL)
+
+
+def manifests(path: Path, vip: str, port: int, *backends: Backend) -> None:
+    objects = [
+        service("web", "demo", cluster_ips=[vip], ports=[("http", port)]),
+        endpoint_slice(
+            "web", "demo", endpoints=[b.ip for b in backends], ports=[("http", backends[0].port)]
+        ),
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump_all(objects))
+    tmp.rename(path)
+
+
+@pytest.fixture
+def backends() -> Iterator[list[Backend]]:
+    port = free_port("127.0.0.1")
+    made = [Backend(name, port=port) for name in "abc"]
+    yield made
+    for backend in made:
+        backend.close()
+
+
+def test_supervised_with_manifests(tmp_path, haproxy_bin, backends):
+    a, b, c = backends
+    vip, listen = loopback_ip(), free_port("127.0.0.1")
+    port = free_port(vip)
+    cluster = tmp_path / "cluster" / "web.yaml"
+    cluster.parent.mkdir()
+    manifests(cluster, vip, port, a, b)
+    run_dir = tmp_path / "run"
+    with controller(
+        "--manifests",
+        str(cluster.parent),
+        "--haproxy-bin",
+        haproxy_bin,
+        "--run-dir",
+        str(run_dir),
+        "--listen",
+        f"127.0.0.1:{listen}",
+        "--allow-loopback-endpoints",
+        "--debounce",
+        "20ms",
+        "--log-format",
+        "json",
+    ) as process:
+        wait_for(lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=20, what="readiness")
+        assert probe(listen, "/healthz") == (200, "ok\n")
+        assert responders(vip, port) == {"a", "b"}
+        assert oct((run_dir / "master.sock").stat().st_mode & 0o777) == "0o600"
+        assert f"stats socket {run_dir}/admin.sock" in (run_dir / "haproxy.cfg").read_text()
+
+        manifests(cluster, vip, port, c)
+        wait_for(lambda: responders(vip, port, requests=10) == {"c"}, what="the edit")
+        wait_for(
+            lambda: 'reloads_total{result="success"} 2.0' in probe(listen, "/metrics")[1],
+            what="the reload counted",
+        )  # counted right after HAProxy confirmed it
+        status, metrics = probe(listen, "/metrics")
+        assert status == 200
+        assert "kube2haproxy_services 1.0" in metrics
+        assert 'kube2haproxy_source_synced{source="manifests"} 1.0' in metrics
+
+        master = Supervisor(
+            binary=haproxy_bin, config="", master_socket=str(run_dir / "master.sock")
+        )
+        haproxy_pid = master.master.processes().master_pid
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    with pytest.raises(ProcessLookupError):
+        os.kill(haproxy_pid, 0)
+    records = [json.loads(line) for line in output.splitlines()]  # every line is JSON
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("started haproxy: initial config") for m in messages)
+    assert any("reloaded haproxy: endpoints changed: 1" in m for m in messages)
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+
+
+@pytest.fixture
+def sidecar(tmp_path, haproxy_bin) -> Iterator[Supervisor]:
+    """An HAProxy started by someone else, as the sidecar container does."""
+    sup = Supervisor(
+        binary=haproxy_bin,
+        config=str(tmp_path / "haproxy.cfg"),
+        master_socket=str(tmp_path / "master.sock"),
+    )
+    yield sup
+    sup.stop(grace_s=2)
+
+
+def test_attached_leaves_the_file_until_synced_and_haproxy_running_on_exit(
+    tmp_path, haproxy_bin, backends, sidecar
+):
+    a, b, _ = backends
+    vip, listen = loopback_ip(), free_port("127.0.0.1")
+    port = free_port(vip)
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(haproxy_config(tmp_path, vip, port, [a]))
+    sidecar.start(ready_timeout_s=10)
+    assert get(vip, port) == "a"
+
+    # An API server that never answers: nothing is synced, so nothing may be written.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "dead",
+                "clusters": [{"name": "dead", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+            }
+        )
+    )
+    common = [
+        "--master-socket",
+        str(tmp_path / "master.sock"),
+        "--config",
+        str(cfg),
+        "--haproxy-bin",
+        haproxy_bin,
+        "--listen",
+        f"127.0.0.1:{listen}",
+        "--allow-loopback-endpoints",
+        "--debounce",
+        "20ms",
+    ]
+    with controller("--kubeconfig", str(kubeconfig), *common) as process:
+        wait_for(lambda: probe(listen, "/healthz")[0] == 200, what="liveness")
+        assert probe(listen, "/readyz") == (503, "waiting for the initial sync\n")
+        assert cfg.read_text() == haproxy_config(tmp_path, vip, port, [a])
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+    cluster = tmp_path / "cluster.yaml"
+    manifests(cluster, vip, port, b)
+    with controller("--manifests", str(cluster), *common) as process:
+        wait_for(lambda: probe(listen, "/readyz")[0] == 200, what="readiness")
+        assert responders(vip, port) == {"b"}
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert sidecar.running
+    assert responders(vip, port) == {"b"}  # HAProxy keeps serving the last config
+    assert "frontend demo_web_http" in cfg.read_text()
+
+
+def test_liveness_fails_when_the_attached_haproxy_is_gone(tmp_path, haproxy_bin):
+    listen = free_port("127.0.0.1")
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("")
+    with controller(
+        "--manifests",
+        str(cluster),
+        "--master-socket",
+        str(tmp_path / "none.sock"),
+        "--config",
+        str(tmp_path / "haproxy.cfg"),
+        "--haproxy-bin",
+        haproxy_bin,
+        "--listen",
+        f"127.0.0.1:{listen}",
+    ) as process:
+        wait_for(lambda: probe(listen, "/healthz")[0] == 503, what="a failing liveness")
+        assert "does not answer" in probe(listen, "/healthz")[1]
+        wait_for(
+            lambda: 'result="reload_failed"} 1.0' in probe(listen, "/metrics")[1],
+            what="the failed apply",
+        )
+        assert probe(listen, "/readyz")[0] == 503  # the reload cannot be confirmed
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert "apply failed" in output

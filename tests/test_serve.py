@@ -1,0 +1,256 @@
+"""Serving for real: the controller drives a supervised HAProxy through a series of changes that
+each force a reload, while a client sends requests without pause. No request may fail, and after
+each change the traffic reaches exactly the new set of backends."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kube2haproxy.controller import Controller
+from kube2haproxy.haproxy import Supervisor
+from kube2haproxy.kube import KubeSource, api_client
+from kube2haproxy.metrics import Metrics
+from kube2haproxy.render import Renderer
+from kube2haproxy.settings import (
+    KubeSettings,
+    RenderSettings,
+    RunSettings,
+    Settings,
+    TranslateSettings,
+)
+from tests.builders import ScriptedSource, endpoint, endpoint_slice, service
+from tests.fakeapi import FakeKubeAPI
+from tests.live import (
+    Backend,
+    Traffic,
+    free_port,
+    loopback_ip,
+    responders,
+    supervised,
+    wait_for,
+)
+
+SETTINGS = Settings(
+    translate=TranslateSettings(allow_loopback_endpoints=True),
+    run=RunSettings(debounce_ms=20, max_delay_ms=200, retry_ms=500),
+)
+
+
+@contextmanager
+def serving(
+    tmp: Path, haproxy_bin: str, settings: Settings = SETTINGS
+) -> Iterator[tuple[Controller, ScriptedSource, Supervisor]]:
+    supervisor, applier = supervised(tmp, haproxy_bin)
+    source = ScriptedSource()
+    render = replace(settings.render, runtime_socket=str(tmp / "admin.sock"))
+    controller = Controller(
+        settings=replace(settings, render=render),
+        sources=[source],
+        applier=applier,
+        renderer=Renderer(render),
+        metrics=Metrics(),
+    )
+    controller.start_sources()
+    thread = threading.Thread(target=controller.run, daemon=True)
+    thread.start()
+    try:
+        yield controller, source, supervisor
+    finally:
+        controller.stop()
+        thread.join(timeout=10)
+        supervisor.stop(grace_s=3)
+
+
+def slice_of(*backends: Backend, name: str = "web-a", ports=None) -> dict:
+    port = backends[0].port if backends else 8080
+    assert all(b.port == port for b in backends), "one port per slice"
+    return endpoint_slice(
+        "web", name=name, endpoints=[b.ip for b in backends], ports=ports or [("http", port)]
+    )
+
+
+@pytest.fixture
+def backends() -> Iterator[list[Backend]]:
+    port = free_port("127.0.0.1")
+    made = [Backend(name, port=port) for name in "abcdef"]
+    yield made
+    for backend in made:
+        backend.close()
+
+
+def test_reloads_drop_nothing_and_route_to_exactly_the_new_backends(
+    tmp_path, haproxy_bin, backends
+):
+    a, b, c, d, e, f = backends
+    vip = loopback_ip()
+    port = free_port(vip)
+    web = service("web", cluster_ips=[vip], ports=[("http", port)])
+    with serving(tmp_path, haproxy_bin) as (controller, source, supervisor):
+        source.put(web)
+        source.put(slice_of(a, b))
+        source.synced()
+        wait_for(controller.ready.is_set, what="the first config")
+        assert responders(vip, port) == {"a", "b"}
+
+        steps = [
+            ("endpoints replaced", [slice_of(c, d)], {"c", "d"}),
+            ("an endpoint added", [slice_of(c, d, e)], {"c", "d", "e"}),
+            ("a second slice", [slice_of(f, name="web-b")], {"c", "d", "e", "f"}),
+            (
+                "not ready and terminating",
+                [
+                    endpoint_slice(
+                        "web",
+                        name="web-a",
+                        ports=[("http", b.port)],
+                        endpoints=[
+                            endpoint(c.ip, ready=False, serving=True, terminating=True),
+                            endpoint(d.ip, ready=True),
+                            endpoint(e.ip, ready=False),
+                        ],
+                    )
+                ],
+                {"d", "f"},
+            ),
+            (
+                "annotation and balance",
+                [
+                    service(
+                        "web",
+                        cluster_ips=[vip],
+                        ports=[("http", port)],
+                        annotations={"kube2haproxy.io/balance": "leastconn"},
+                    )
+                ],
+                {"d", "f"},
+            ),
+            (
+                "all endpoints rolled",
+                [slice_of(a, name="web-a"), slice_of(b, name="web-b")],
+                {"a", "b"},
+            ),
+        ]
+        with Traffic(vip, port) as traffic:
+            wait_for(lambda: traffic.ok > 20, what="traffic flowing")
+            for label, objects, expected in steps:
+                applies = controller.applies
+                for obj in objects:
+                    source.put(obj)
+                wait_for(lambda applies=applies: controller.applies > applies, what=label)
+                assert responders(vip, port) == expected, label
+            served = traffic.ok
+            wait_for(lambda: traffic.ok > served + 20, what="traffic after the last change")
+
+        assert traffic.failures == [], traffic.failures[:5]
+        assert supervisor.master.processes().reloads == len(steps)
+        assert controller.failures == 0
+        assert controller.metrics.reloads.labels("success")._value.get() == len(steps) + 1
+
+
+def test_a_config_haproxy_refuses_keeps_the_last_good_one_serving(tmp_path, haproxy_bin, backends):
+    """A user template that renders an invalid config: nothing is installed, traffic goes on,
+    the error is counted, and the next good change is applied."""
+    a, b, *_ = backends
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    bundled = Path(__file__).parents[1] / "kube2haproxy" / "templates" / "backends.j2"
+    (templates / "backends.j2").write_text(
+        bundled.read_text().replace(
+            "{% for s in be.servers %}",
+            "{% if be.balance == 'leastconn' %}\n    no_such_keyword\n{% endif %}\n"
+            "{% for s in be.servers %}",
+        )
+    )
+    settings = replace(SETTINGS, render=RenderSettings(templates=str(templates)))
+    vip = loopback_ip()
+    port = free_port(vip)
+    with serving(tmp_path, haproxy_bin, settings) as (controller, source, _):
+        source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
+        source.put(slice_of(a))
+        source.synced()
+        wait_for(controller.ready.is_set, what="the first config")
+        good = (tmp_path / "haproxy.cfg").read_text()
+        with Traffic(vip, port) as traffic:
+            source.put(
+                service(
+                    "web",
+                    cluster_ips=[vip],
+                    ports=[("http", port)],
+                    annotations={"kube2haproxy.io/balance": "leastconn"},
+                )
+            )
+            source.put(slice_of(b))
+            wait_for(lambda: controller.failures >= 1, what="the refused config")
+            assert (tmp_path / "haproxy.cfg").read_text() == good
+            assert responders(vip, port) == {"a"}
+            assert controller.metrics.validation_failed._value.get() == 1
+            source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
+            wait_for(lambda: responders(vip, port) == {"b"}, what="the next good change")
+        assert traffic.failures == []
+        assert controller.metrics.validation_failed._value.get() == 0
+
+
+def test_a_service_created_at_the_api_is_served_through_cut_watches(
+    tmp_path, haproxy_bin, backends
+):
+    """The whole product: the official client watching a (local) API server, the controller,
+    a supervised HAProxy, real traffic."""
+    a, b, *_ = backends
+    vip = loopback_ip()
+    port = free_port(vip)
+    supervisor, applier = supervised(tmp_path, haproxy_bin)
+    with FakeKubeAPI() as api:
+        api.put(service("other", cluster_ips=[loopback_ip()], ports=[("http", port)]))
+        kube = KubeSettings(
+            kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"),
+            watch_timeout_ms=2_000,
+            backoff_max_ms=200,
+        )
+        settings = replace(
+            SETTINGS, kube=kube, render=RenderSettings(runtime_socket=str(tmp_path / "admin.sock"))
+        )
+        source = KubeSource(kube, client=api_client(kube), read_grace_s=1.0)
+        controller = Controller(
+            settings=settings,
+            sources=[source],
+            applier=applier,
+            renderer=Renderer(settings.render),
+            metrics=Metrics(),
+        )
+        controller.start_sources()
+        thread = threading.Thread(target=controller.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(controller.ready.is_set, what="the first config")
+            api.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
+            api.put(slice_of(a))
+            wait_for(lambda: _routes(vip, port) == {"a"}, what="the new service")
+            api.drop_watches()
+            api.put(slice_of(b))
+            wait_for(lambda: _routes(vip, port) == {"b"}, what="a change after a cut watch")
+            api.hang_watches()
+            api.compact()
+            api.delete("Service", "default", "web")
+            api.unhang()
+            api.drop_watches()
+            wait_for(
+                lambda: "frontend default_web_http" not in (tmp_path / "haproxy.cfg").read_text(),
+                what="the deletion after a relist",
+            )
+        finally:
+            controller.stop()
+            thread.join(timeout=10)
+            supervisor.stop(grace_s=3)
+
+
+def _routes(vip: str, port: int) -> set[str]:
+    try:
+        return responders(vip, port, requests=5)
+    except OSError:
+        return set()
