@@ -8,15 +8,27 @@ is discarded before it is installed, and one that passes the check but that HAPr
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
+import re
+import socket
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from kube2haproxy import configfile
 from kube2haproxy.errors import EnvironmentProblem, Kube2HAProxyError
-from kube2haproxy.haproxy import HAProxyUnavailable, MasterCLI, ReloadError, Supervisor
+from kube2haproxy.haproxy import (
+    HAProxyUnavailable,
+    MasterCLI,
+    ReloadError,
+    RuntimeAPI,
+    Supervisor,
+)
+from kube2haproxy.plan import Observed
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +41,33 @@ class ApplyReport:
     check_output: str = ""
 
 
+class RuntimeUpdateError(Kube2HAProxyError):
+    """A runtime update could not be applied as planned; the caller falls back to a reload."""
+
+
 class Applier(Protocol):
-    def apply(self, text: str) -> ApplyReport:
-        """Make HAProxy run this config, or raise a Kube2HAProxyError saying why not."""
+    def apply(self, text: str, *, force: bool = False) -> ApplyReport:
+        """Make HAProxy run this config (reload even if unchanged when `force`), or raise a
+        Kube2HAProxyError saying why not."""
+        ...
+
+    def apply_runtime(
+        self, commands: Sequence[str], render: Callable[[], str] | None
+    ) -> ApplyReport:
+        """Apply runtime API commands, then keep the config they amount to (render() is called
+        after the commands, off the latency path) on disk; None: the file is already right.
+        RuntimeUpdateError when anything does not go exactly as planned."""
+        ...
+
+    def observe(self) -> dict[tuple[str, str], Observed] | None:
+        """Every server line as HAProxy reports it, or None when there is nothing to observe."""
+        ...
+
+    def unbindable(
+        self, binds: Iterable[tuple[str, int]], *, transparent: bool
+    ) -> dict[tuple[str, int], str]:
+        """The address:port pairs this host cannot listen on, with why (none for appliers
+        without an HAProxy)."""
         ...
 
     def healthy(self) -> bool:
@@ -40,14 +76,33 @@ class Applier(Protocol):
 
 
 class RecordingApplier:
-    """Keeps every config it is given; for dry runs and controller tests."""
+    """Keeps every config and runtime command it is given; for dry runs and controller tests."""
 
     def __init__(self) -> None:
         self.configs: list[str] = []
+        self.commands: list[list[str]] = []
+        self.reloads = 0
 
-    def apply(self, text: str) -> ApplyReport:
+    def apply(self, text: str, *, force: bool = False) -> ApplyReport:
         self.configs.append(text)
+        self.reloads += 1
         return ApplyReport("recorded")
+
+    def apply_runtime(
+        self, commands: Sequence[str], render: Callable[[], str] | None
+    ) -> ApplyReport:
+        self.commands.append(list(commands))
+        if render is not None:
+            self.configs.append(render())
+        return ApplyReport("updated")
+
+    def observe(self) -> dict[tuple[str, str], Observed] | None:
+        return None
+
+    def unbindable(
+        self, binds: Iterable[tuple[str, int]], *, transparent: bool
+    ) -> dict[tuple[str, int], str]:
+        return {}
 
     def healthy(self) -> bool:
         return True
@@ -65,9 +120,11 @@ class HAProxyApplier:
         check_timeout_s: float,
         reload_timeout_s: float,
         master: MasterCLI,
+        runtime: RuntimeAPI | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
         self.config = config
+        self.runtime = runtime
         self.binary = binary
         self.check_timeout_s = check_timeout_s
         self.reload_timeout_s = reload_timeout_s
@@ -78,14 +135,26 @@ class HAProxyApplier:
         self._running_text: str | None = None
         if supervisor is None and config.exists():
             self._running_text = config.read_text(encoding="utf-8", errors="replace")
+        self._refused: tuple[str, float] | None = None  # a config HAProxy refused, and when
+        self._writer = configfile.Writer(config)  # the file after runtime updates
 
     def healthy(self) -> bool:
         return self.master.alive()
 
-    def apply(self, text: str) -> ApplyReport:
+    def apply(self, text: str, *, force: bool = False) -> ApplyReport:
         running = self.supervisor.running if self.supervisor is not None else True
-        if running and text == self._running_text:
+        if running and text == self._running_text and not force:
             return ApplyReport("unchanged")
+        self._writer.flush()  # a runtime update's file must not land after this one
+        if (
+            not force
+            and self._refused is not None
+            and self._refused[0] == text
+            and time.monotonic() - self._refused[1] < RESEND_REFUSED_AFTER_S
+        ):
+            # A refused reload pauses every listener for ~2 s in HAProxy 2.6: do not send the
+            # same config again before something changes (or a long while passed).
+            raise ReloadError("HAProxy refused this exact config already; waiting for a change")
         staged = configfile.Staged(self.config, text)
         started = time.monotonic()
         try:
@@ -109,16 +178,122 @@ class HAProxyApplier:
                 self.master.reload(timeout_s=self.reload_timeout_s)
                 outcome = "reloaded"
         except (ReloadError, HAProxyUnavailable, EnvironmentProblem):
+            self._refused = (text, time.monotonic())
             self._restore()
             raise
         self._running_text = text
         return ApplyReport(outcome, check_s, time.monotonic() - started, output)
 
-    def _restore(self) -> None:
-        """Put the config HAProxy runs back on disk, so a restart loads what is known to work."""
+    def apply_runtime(
+        self, commands: Sequence[str], render: Callable[[], str] | None
+    ) -> ApplyReport:
+        if self.runtime is None:
+            raise RuntimeUpdateError("no runtime socket configured")
+        if self.supervisor is not None and not self.supervisor.running:
+            raise RuntimeUpdateError("haproxy is not running")
         if self._running_text is None:
+            raise RuntimeUpdateError("the running config is unknown: a reload sets it")
+        started = time.monotonic()
+        try:
+            replies = self.runtime.execute(commands)
+        except (HAProxyUnavailable, ValueError) as exc:
+            raise RuntimeUpdateError(str(exc)) from exc
+        for command, reply in zip(commands, replies, strict=True):
+            problem = unexpected_reply(command, reply)
+            if problem is not None:
+                raise RuntimeUpdateError(problem)
+        elapsed = time.monotonic() - started
+        if render is not None:
+            text = render()
+            # HAProxy runs exactly this text now: no `haproxy -c` (only slots changed). It is
+            # written in the background; a reload flushes it first.
+            self._writer.submit(text)
+            self._running_text = text
+        return ApplyReport("updated", reload_s=elapsed)
+
+    def unbindable(
+        self, binds: Iterable[tuple[str, int]], *, transparent: bool
+    ) -> dict[tuple[str, int], str]:
+        return {key: why for key in binds if (why := bind_problem(*key, transparent=transparent))}
+
+    def observe(self) -> dict[tuple[str, str], Observed] | None:
+        if self.runtime is None:
+            return None
+        return {
+            key: Observed(s.addr, s.port, s.in_maintenance, s.draining)
+            for key, s in self.runtime.servers_state().items()
+        }
+
+    def flush(self) -> None:
+        """Wait until the config HAProxy runs is on disk (a runtime update's write is async)."""
+        self._writer.flush()
+
+    def _restore(self) -> None:
+        """Put the config HAProxy runs back on disk, so a restart loads what is known to work;
+        with none (a first start that failed), leave no file HAProxy refused."""
+        if self._running_text is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.config.unlink()
             return
         try:
             configfile.write_atomic(self.config, self._running_text)
         except EnvironmentProblem as exc:
             log.error("cannot restore the last good config: %s", exc)
+
+
+_ADDR_REPLY = re.compile(
+    r"(?:IP changed from '[^']*' to '(?P<ip>[^']*)'|no need to change the addr), "
+    r"(?:port changed from '[^']*' to '(?P<port>[^']*)'|no need to change the port) "
+    r"by 'stats socket command'"
+)
+
+
+def unexpected_reply(command: str, reply: str) -> str | None:
+    """None when HAProxy answered `command` exactly as a success looks, else what is wrong.
+    `set server ... state X` answers nothing; `set server ... addr A port P` says what it
+    changed (or that nothing needed to), naming the new address and port."""
+    words = command.split()
+    if words[3:4] == ["state"]:
+        return None if reply == "" else f"{command!r}: {reply!r}"
+    if words[3:4] == ["addr"] and len(words) == 7:
+        match = _ADDR_REPLY.fullmatch(reply)
+        if match is None:
+            return f"{command!r}: {reply!r}"
+        if match["ip"] is not None and _same_ip(match["ip"], words[4]) is False:
+            return f"{command!r}: HAProxy set the address {match['ip']!r}"
+        if match["port"] is not None and match["port"] != words[6]:
+            return f"{command!r}: HAProxy set the port {match['port']!r}"
+        return None
+    return f"{command!r}: not a command this applier sends"
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+RESEND_REFUSED_AFTER_S = 120.0
+_IP_FREEBIND, _IPV6_FREEBIND = 15, 78  # linux/in.h, linux/in6.h
+
+
+def bind_problem(ip: str, port: int, *, transparent: bool) -> str | None:
+    """Why HAProxy could not listen on ip:port on this host, or None. Binds a test socket as
+    HAProxy would: SO_REUSEPORT (so HAProxy's own listeners, same user, do not count as a
+    conflict) and, for `transparent` binds, FREEBIND (an address the host does not hold)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if transparent:
+                level, option = (
+                    (socket.IPPROTO_IPV6, _IPV6_FREEBIND)
+                    if family == socket.AF_INET6
+                    else (socket.IPPROTO_IP, _IP_FREEBIND)
+                )
+                sock.setsockopt(level, option, 1)
+            sock.bind((ip, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

@@ -30,10 +30,19 @@ F = Callable[..., Any]
 def _duration_option(ctx: click.Context, param: click.Parameter, value: Any) -> int:
     if isinstance(value, int):
         return value
+    low = getattr(param, "duration_low", 1)
     try:
-        return duration_ms(value)
+        return duration_ms(value, low_ms=low) if value not in ("0", 0) or low > 0 else 0
     except GrammarError as exc:
         raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from exc
+
+
+class _DurationOption(click.Option):
+    """An option holding an HAProxy duration; `duration_low` is its least value in ms."""
+
+    def __init__(self, *args: Any, duration_low: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.duration_low = duration_low
 
 
 def settings_options(*sections: str) -> Callable[[F], F]:
@@ -55,6 +64,8 @@ def settings_options(*sections: str) -> Callable[[F], F]:
                     metavar="DURATION",
                     default=duration(spec.default),
                     callback=_duration_option,
+                    cls=_DurationOption,
+                    duration_low=spec.limits.get("low", 1),
                     **common,
                 )
             elif spec.kind is settings.ValueKind.INT:

@@ -9,12 +9,16 @@ the file at the destination is always the last config that passed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from kube2haproxy.errors import CheckError, EnvironmentProblem
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODE = 0o644
 
@@ -115,3 +119,44 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class Writer:
+    """Writes texts to one path atomically from a thread of its own: a runtime update need not
+    wait for 10 MB to reach the disk. The newest text wins (one handed over before the previous
+    was written replaces it); `flush` waits until everything handed over is written, and must
+    come before anything else writes the path, so that an older text never lands last."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._pending: str | None = None
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="config-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, text: str) -> None:
+        with self._cond:
+            self._pending = text
+            self._cond.notify_all()
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: self._pending is None and not self._busy, timeout=timeout_s
+            ):
+                raise EnvironmentProblem(f"{self.path}: a write did not finish in {timeout_s:g}s")
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None)
+                text, self._pending, self._busy = self._pending or "", None, True
+            try:
+                write_atomic(self.path, text)
+            except EnvironmentProblem as exc:
+                log.error("%s", exc)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()

@@ -8,6 +8,7 @@ fatal. Skip reasons are a closed set so that metrics and tests can count them.
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -52,6 +53,10 @@ def info(subject: str, field: str, message: str, skip: SkipReason | None = None)
     return Finding(Severity.INFO, subject, field, message, skip)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 80, 80
+_REPR.maxlong = 40
+
 _PLAIN = re.compile(r"[A-Za-z0-9._:-]{1,253}")
 
 
@@ -62,8 +67,9 @@ def shown(value: object, limit: int = 80) -> str:
     annotation must not forge a log line or repaint a terminal.
     """
     if isinstance(value, bool) or value is None or isinstance(value, int):
-        return repr(value)
-    text = value if isinstance(value, str) else repr(value)
+        return _REPR.repr(value)
+    # reprlib bounds the work too: a YAML alias bomb is a huge list only when fully printed.
+    text = value if isinstance(value, str) else _REPR.repr(value)
     cut = len(text) > limit
     return ascii(text[:limit]) + ("..." if cut else "")
 

@@ -138,9 +138,15 @@ def ip_literal(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """An IPv4 or IPv6 literal without zone index, leading zeros or surrounding text."""
     if isinstance(value, str) and _IP_CHARS.fullmatch(value):
         try:
-            return ipaddress.ip_address(value)
+            ip = ipaddress.ip_address(value)
         except ValueError:
             pass
+        else:
+            # ::ffff:127.0.0.1 is loopback and ::ffff:0.0.0.0 the IPv4 wildcard, but Python
+            # classifies neither: refuse the form (the API server treats it as IPv4 too).
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                raise GrammarError("IPv4-mapped IPv6 addresses are refused: write the IPv4 one")
+            return ip
     raise GrammarError("expected an IPv4 or IPv6 address")
 
 

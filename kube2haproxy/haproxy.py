@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 haproxy_log = logging.getLogger("kube2haproxy.haproxy.output")
 
 READ_CHUNK = 65536
+ALIVE_GRACE_S = 30.0
 
 
 class HAProxyUnavailable(EnvironmentProblem):
@@ -137,18 +138,24 @@ class MasterCLI:
     def __init__(self, path: str, *, timeout_s: float = 5.0) -> None:
         self.path = path
         self.timeout_s = timeout_s
+        self._answered_at: float | None = None
 
     def command(self, command: str) -> str:
-        return unix_command(self.path, command, timeout_s=self.timeout_s, half_close=True)
+        text = unix_command(self.path, command, timeout_s=self.timeout_s, half_close=True)
+        self._answered_at = time.monotonic()
+        return text
 
     def processes(self) -> Processes:
         return parse_processes(self.command("show proc"))
 
-    def alive(self) -> bool:
+    def alive(self, *, grace_s: float = ALIVE_GRACE_S) -> bool:
+        """The master answers, or answered within `grace_s`: while it re-executes for a reload
+        (seconds at 10,000 services) it answers nothing, and that is not a death."""
         try:
             self.processes()
         except HAProxyUnavailable:
-            return False
+            answered = self._answered_at
+            return answered is not None and time.monotonic() - answered < grace_s
         return True
 
     def reload(self, *, timeout_s: float, poll_s: float = 0.01) -> Processes:
@@ -175,6 +182,125 @@ class MasterCLI:
             if worker is not None and worker not in known:
                 return after
         raise ReloadError(f"reload not confirmed within {timeout_s:g}s")
+
+
+class RuntimeAPI:
+    """The stats socket of the current worker (the runtime API)."""
+
+    def __init__(self, path: str, *, timeout_s: float = 5.0, batch: int = 64) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        self.batch = batch
+
+    def execute(self, commands: Sequence[str]) -> list[str]:
+        """Run commands in batches (`a; b; c` on one line, one connection per batch) and return
+        one reply per command (its text without the terminating empty line)."""
+        replies: list[str] = []
+        for start in range(0, len(commands), self.batch):
+            chunk = commands[start : start + self.batch]
+            if any(";" in c or "\n" in c for c in chunk):
+                raise ValueError("a runtime command may not contain ';' or a newline")
+            text = unix_command(
+                self.path, "; ".join(chunk), timeout_s=self.timeout_s, half_close=False
+            )
+            got = split_replies(text)
+            if len(got) != len(chunk):
+                raise HAProxyUnavailable(
+                    f"{self.path}: {len(got)} replies to {len(chunk)} commands: {text[:300]!r}"
+                )
+            replies.extend(got)
+        return replies
+
+    def execute_raw(self, command: str, *, timeout_s: float | None = None) -> str:
+        """One command, its whole answer (for dumps such as `show servers state`)."""
+        return unix_command(
+            self.path, command, timeout_s=timeout_s or self.timeout_s, half_close=False
+        )
+
+    def servers_state(self) -> dict[tuple[str, str], ServerStatus]:
+        return parse_servers_state(
+            self.execute_raw("show servers state", timeout_s=max(self.timeout_s, 30.0))
+        )
+
+
+def split_replies(text: str) -> list[str]:
+    """The replies of a batch: each is its text followed by an empty line (an empty reply is
+    the empty line alone)."""
+    if not text.endswith("\n"):
+        return [text] if text else []
+    replies, current = [], []
+    for line in text[:-1].split("\n"):
+        if line:
+            current.append(line)
+        else:
+            replies.append("\n".join(current))
+            current = []
+    if current:
+        replies.append("\n".join(current))
+    return replies
+
+
+# srv_admin_state bits (HAProxy's SRV_ADMF_*) and srv_op_state values (SRV_ST_*).
+ADMIN_FORCED_MAINT, ADMIN_INHERITED_MAINT, ADMIN_CONFIG_MAINT = 0x01, 0x02, 0x04
+ADMIN_FORCED_DRAIN, ADMIN_INHERITED_DRAIN = 0x08, 0x10
+ADMIN_RESOLVE_MAINT, ADMIN_HOSTNAME_MAINT = 0x20, 0x40
+OP_STOPPED, OP_RUNNING = 0, 2
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """One line of `show servers state`."""
+
+    addr: str
+    port: int
+    op_state: int
+    admin: int
+    weight: int
+
+    @property
+    def in_maintenance(self) -> bool:
+        """Forced or inherited maintenance; `disabled` in the config (CMAINT) counts only while
+        the server is stopped: `set server state ready` makes it run but leaves the bit set."""
+        forced = (
+            ADMIN_FORCED_MAINT
+            | ADMIN_INHERITED_MAINT
+            | ADMIN_RESOLVE_MAINT
+            | (ADMIN_HOSTNAME_MAINT)
+        )
+        return bool(self.admin & forced) or bool(
+            self.admin & ADMIN_CONFIG_MAINT and self.op_state == OP_STOPPED
+        )
+
+    @property
+    def draining(self) -> bool:
+        return bool(self.admin & (ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN)) or self.weight == 0
+
+
+def parse_servers_state(text: str) -> dict[tuple[str, str], ServerStatus]:
+    """(backend, server) -> status, from `show servers state` (format version 1)."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "1":
+        raise HAProxyUnavailable(f"unexpected 'show servers state' format: {text[:200]!r}")
+    header: list[str] = []
+    out: dict[tuple[str, str], ServerStatus] = {}
+    for line in lines[1:]:
+        if line.startswith("#"):
+            header = line.lstrip("# ").split()
+            continue
+        if not line.strip():
+            continue
+        fields = dict(zip(header, line.split(), strict=False))
+        try:
+            out[(fields["be_name"], fields["srv_name"])] = ServerStatus(
+                addr=fields["srv_addr"],
+                port=int(fields["srv_port"]),
+                op_state=int(fields["srv_op_state"]),
+                admin=int(fields["srv_admin_state"]),
+                weight=int(fields["srv_uweight"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise HAProxyUnavailable(f"cannot read 'show servers state' line {line!r}") from exc
+    return out
 
 
 class _Process:
@@ -266,17 +392,24 @@ class Supervisor:
             return self._process.pid if self._process is not None else None
 
     def start(self, *, ready_timeout_s: float = 60.0) -> None:
-        """Start (or adopt) HAProxy and wait until its master answers with a worker;
-        EnvironmentProblem (with HAProxy's output) when it exits or does not come up."""
-        self._stopping.clear()
-        if not self._adopt():
-            self._spawn()
-        if self._watcher is None or not self._watcher.is_alive():
-            self._watcher = threading.Thread(
-                target=self._watch, name="haproxy-supervisor", daemon=True
-            )
-            self._watcher.start()
-        self.wait_ready(ready_timeout_s)
+        """Start (or adopt) HAProxy unless ours already runs, and wait until its master answers
+        with a worker; EnvironmentProblem (with HAProxy's output) when it exits or does not come
+        up, and then nothing is left running or about to restart."""
+        with self._lock:
+            self._stopping.clear()
+            idle = self._process is None or not self._process.alive()
+            if idle and not self._adopt_locked():
+                self._spawn_locked()
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(
+                    target=self._watch, name="haproxy-supervisor", daemon=True
+                )
+                self._watcher.start()
+        try:
+            self.wait_ready(ready_timeout_s)
+        except EnvironmentProblem:
+            self.stop(grace_s=1.0)  # no crash loop on a config that cannot start
+            raise
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -312,7 +445,7 @@ class Supervisor:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
 
-    def _adopt(self) -> bool:
+    def _adopt_locked(self) -> bool:
         try:
             running = self.master.processes()
         except HAProxyUnavailable:
@@ -328,8 +461,7 @@ class Supervisor:
                 f"an HAProxy (pid {running.master_pid}) already answers on {self.master.path} "
                 "with another command line; stop it or use another --run-dir"
             )
-        with self._lock:
-            self._process = _Process(running.master_pid, None)
+        self._process = _Process(running.master_pid, None)
         self.adopted = True
         log.warning(
             "adopted the haproxy (pid %d) a previous controller left running; the "
@@ -338,7 +470,7 @@ class Supervisor:
         )
         return True
 
-    def _spawn(self) -> None:
+    def _spawn_locked(self) -> None:
         Path(self.master.path).unlink(missing_ok=True)  # a stale socket from a previous run
         try:
             # A session of its own: a terminal's Ctrl-C or a signal to our process group must
@@ -352,8 +484,7 @@ class Supervisor:
             )
         except OSError as exc:
             raise EnvironmentProblem(f"cannot run {self.binary}: {exc}") from exc
-        with self._lock:
-            self._process = _Process(child.pid, child)
+        self._process = _Process(child.pid, child)
         self.adopted = False
         self.last_output = []
         threading.Thread(
@@ -371,6 +502,8 @@ class Supervisor:
             haproxy_log.log(output_level(line), "%s", line)
 
     def _watch(self) -> None:
+        """Restart the master we watch when it dies, after a backoff; if someone else (start())
+        replaced it meanwhile, watch that one instead: never two masters."""
         delay = self._backoff[0]
         while not self._stopping.is_set():
             with self._lock:
@@ -381,6 +514,10 @@ class Supervisor:
             code = process.wait()
             if self._stopping.is_set():
                 return
+            with self._lock:
+                replaced = self._process is not process and self._process is not None
+            if replaced:
+                continue
             log.error(
                 "haproxy (pid %d) exited with code %d; restarting in %.1fs",
                 process.pid,
@@ -391,12 +528,16 @@ class Supervisor:
                 self._on_exit(code)
             if self._stopping.wait(delay):
                 return
-            if time.monotonic() - started > 60:
-                delay = self._backoff[0]  # it ran for a while: not a crash loop
-            else:
-                delay = min(delay * 2, self._backoff[1])
-            try:
-                self._spawn()
-                self.restarts += 1
-            except EnvironmentProblem as exc:
-                log.error("%s", exc)
+            delay = (
+                self._backoff[0]
+                if time.monotonic() - started > 60  # not a crash loop
+                else min(delay * 2, self._backoff[1])
+            )
+            with self._lock:
+                if self._stopping.is_set() or self._process is not process:
+                    continue  # stopped, or start() already replaced it while we waited
+                try:
+                    self._spawn_locked()
+                    self.restarts += 1
+                except EnvironmentProblem as exc:
+                    log.error("%s", exc)

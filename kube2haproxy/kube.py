@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 READ_GRACE_S = 30.0  # the client waits this much longer than the server's watch timeout
+SHORT_WATCH_S = 1.0  # a watch that ends sooner with no event counts as an error
 BACKOFF_BASE_S = 0.5
 
 Emit = Callable[[Event], None]
@@ -215,9 +217,20 @@ class _Watcher:
                 if need_list:
                     self.resource_version = self._list()
                     need_list = False
+                started = time.monotonic()
                 progressed = self._watch()
+                if not progressed and time.monotonic() - started < SHORT_WATCH_S:
+                    # A watch that ends at once with nothing: a broken server or proxy. Back
+                    # off as for an error instead of reconnecting in a tight loop.
+                    raise WatchFailed("the watch ended at once without any event")
                 failures = 0 if progressed else failures
                 self._restarted("closed")
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 410:
+                    failures = self._failed(exc, failures)
+                    continue
+                need_list = True  # 410 on the watch request itself: the version expired
+                self._restarted("expired")
             except Gone:
                 need_list = True
                 self._restarted("expired")
@@ -227,21 +240,22 @@ class _Watcher:
                     self.resource_version,
                 )
             except Exception as exc:
-                if self._stop.is_set():
-                    return
-                failures += 1
-                delay = random.uniform(
-                    0, min(self._settings.backoff_max_ms / 1000, BACKOFF_BASE_S * 2**failures)
-                )
-                self._restarted("error")
-                log.warning(
-                    "%s: %s: %s; retrying in %.1fs",
-                    self.name,
-                    type(exc).__name__,
-                    _brief(exc),
-                    delay,
-                )
-                self._stop.wait(delay)
+                failures = self._failed(exc, failures)
+
+    def _failed(self, exc: BaseException, failures: int) -> int:
+        """Log, count and wait out a failure (capped exponential backoff, full jitter)."""
+        if self._stop.is_set():
+            return failures
+        failures += 1
+        delay = random.uniform(
+            0, min(self._settings.backoff_max_ms / 1000, BACKOFF_BASE_S * 2**failures)
+        )
+        self._restarted("error")
+        log.warning(
+            "%s: %s: %s; retrying in %.1fs", self.name, type(exc).__name__, _brief(exc), delay
+        )
+        self._stop.wait(delay)
+        return failures
 
     def _restarted(self, reason: str) -> None:
         if self._metrics is not None and not self._stop.is_set():

@@ -23,7 +23,8 @@ class Metrics:
         self.reloads = Counter(
             "kube2haproxy_reloads",
             "Applies that needed HAProxy to load a new config, by result: "
-            "success, check_failed (haproxy -c refused it), reload_failed, error.",
+            "success, check_failed (haproxy -c refused it), reload_failed (HAProxy refused it "
+            "or did not answer), error (a template, a file, a bug).",
             ["result"],
             registry=r,
         )
@@ -95,6 +96,43 @@ class Metrics:
             "annotations, addresses, ...) in the last translation.",
             registry=r,
         )
+        self.reload_reasons = Counter(
+            "kube2haproxy_reload_reasons",
+            "Why successful reloads were needed: initial, "
+            "services, frontends, backends, slots (a slot count changed), globals, "
+            "runtime_fallback (a runtime update went wrong), drift, endpoints.",
+            ["reason"],
+            registry=r,
+        )
+        self.runtime_updates = Counter(
+            "kube2haproxy_runtime_updates",
+            "Endpoint changes applied through the runtime API "
+            "without a reload, by result: success, fallback (a reload instead).",
+            ["result"],
+            registry=r,
+        )
+        self.runtime_commands = Counter(
+            "kube2haproxy_runtime_commands",
+            "Runtime API commands sent for endpoint changes.",
+            registry=r,
+        )
+        self.runtime_seconds = Histogram(
+            "kube2haproxy_runtime_update_duration_seconds",
+            "Time to send and check the runtime API commands of one update.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.drift_checks = Counter(
+            "kube2haproxy_drift_checks",
+            "Comparisons of HAProxy's servers with the model.",
+            registry=r,
+        )
+        self.drift_corrections = Counter(
+            "kube2haproxy_drift_corrections",
+            "Drift found and corrected, by how: runtime or reload.",
+            ["how"],
+            registry=r,
+        )
         self.watch_restarts = Counter(
             "kube2haproxy_watch_restarts",
             "Watches restarted, by resource and reason "
@@ -102,9 +140,10 @@ class Metrics:
             ["resource", "reason"],
             registry=r,
         )
-        self.haproxy_restarts = Counter(
-            "kube2haproxy_haproxy_restarts",
-            "Supervised HAProxy processes that exited and were restarted.",
+        self.haproxy_exits = Counter(
+            "kube2haproxy_haproxy_exits",
+            "Supervised HAProxy masters that exited on their own (each is restarted after a "
+            "backoff).",
             registry=r,
         )
         self.synced = Gauge(

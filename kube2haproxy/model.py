@@ -7,7 +7,7 @@ literals, enumerations), every number is in range. Templates only format these v
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -56,14 +56,25 @@ class Affinity:
     size: int
 
 
+class ServerState(StrEnum):
+    READY = "ready"  # takes new connections
+    DRAIN = "drain"  # terminating but serving: finishes its connections, takes no new ones
+    PARKED = "parked"  # a free slot: disabled, at PARKED_IP:PARKED_PORT (slots.py)
+
+
 class Server(NamedTuple):
-    """One server line. A NamedTuple, not a dataclass: a cluster has ~10x more servers than
-    backends, and a tuple is built three times faster than a frozen dataclass."""
+    """One server line (a slot). A NamedTuple, not a dataclass: a cluster has ~10x more
+    servers than backends, and a tuple is built three times faster than a frozen dataclass."""
 
     name: str
     ip: str  # canonical text of an IP literal
     port: int
     address: str  # hostport(ip, port), precomputed for rendering
+    state: ServerState = ServerState.READY
+
+    @property
+    def parked(self) -> bool:
+        return self.state is ServerState.PARKED
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,14 @@ class Backend:
     server_maxconn: int | None = None
     proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
     affinity: Affinity | None = None
+
+    @property
+    def settings(self) -> tuple[object, ...]:
+        """Everything but the servers: what a runtime update cannot change."""
+        return tuple(getattr(self, name) for name in _BACKEND_SETTINGS)
+
+
+_BACKEND_SETTINGS = tuple(f.name for f in fields(Backend) if f.name != "servers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,4 +162,5 @@ class Model:
 
     @property
     def server_count(self) -> int:
-        return sum(len(b.servers) for b in self.backends)
+        """Endpoints served (server lines that are not parked slots)."""
+        return sum(1 for b in self.backends for s in b.servers if not s.parked)

@@ -1,26 +1,28 @@
 """plan: what must happen to go from the model HAProxy runs to the model it should run.
 
-Pure: compares two models and says nothing, or reload, with the reasons an operator reads in the
-log ("services added: shop/web; endpoints changed in 2 backends"). Endpoint-only changes are told
-apart from everything else, so that they can be applied without a reload.
+Pure: compares two models and says nothing, runtime updates, or reload, with the reasons an
+operator reads in the log ("services added: shop/web; endpoints changed: 2"). A change that only
+moves endpoints within the existing slots is applied through the runtime API (the commands are
+part of the plan); anything else (a new service or port, a changed annotation, a slot count that
+changed, global settings) needs a reload.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TypeVar
 
-from kube2haproxy.model import Backend, Frontend, Model
+from kube2haproxy import slots
+from kube2haproxy.model import Backend, Frontend, Model, Server, ServerState, hostport
 
 MAX_NAMES = 3  # services named in one reason; the rest are counted
-
-_BACKEND_SETTINGS = tuple(f.name for f in fields(Backend) if f.name != "servers")
 
 
 class Action(StrEnum):
     NONE = "none"
+    RUNTIME = "runtime"
     RELOAD = "reload"
 
 
@@ -33,7 +35,8 @@ class Changes:
     services_removed: tuple[str, ...] = ()
     frontends_changed: tuple[str, ...] = ()  # added, removed, or binds/timeouts/access differ
     backends_changed: tuple[str, ...] = ()  # added, removed, or settings other than servers
-    servers_changed: tuple[str, ...] = ()  # same settings, different servers
+    slots_changed: tuple[str, ...] = ()  # same settings, another number of server slots
+    servers_changed: tuple[str, ...] = ()  # same settings and slots, different servers
     globals_changed: bool = False
 
     @property
@@ -51,6 +54,7 @@ class Plan:
     action: Action
     changes: Changes
     reasons: tuple[str, ...]
+    commands: tuple[str, ...] = ()  # runtime API commands (RUNTIME only)
 
 
 def plan(old: Model | None, new: Model, *, globals_changed: bool = False) -> Plan:
@@ -61,7 +65,77 @@ def plan(old: Model | None, new: Model, *, globals_changed: bool = False) -> Pla
     changes = diff(old, new, globals_changed=globals_changed)
     if changes.empty:
         return Plan(Action.NONE, changes, ())
+    if changes.servers_only:
+        before = {b.name: b for b in old.backends}
+        after = {b.name: b for b in new.backends}
+        commands = tuple(
+            command
+            for name in changes.servers_changed
+            for command in runtime_commands(before[name], after[name])
+        )
+        return Plan(Action.RUNTIME, changes, reasons(changes), commands)
     return Plan(Action.RELOAD, changes, reasons(changes))
+
+
+def fit(old: Model | None, new: Model) -> Model:
+    """`new`, with the backends whose only change is their endpoints (and whose endpoints fit
+    in the slots they run with) kept at their running slot count: a scale-down, or a scale-up
+    that eats into the free slots, then needs no reload. Anything else is left as translated."""
+    if old is None:
+        return new
+    changes = diff(old, new)
+    if not changes.slots_changed or not (
+        changes.servers_only
+        or changes
+        == Changes(slots_changed=changes.slots_changed, servers_changed=changes.servers_changed)
+    ):
+        return new
+    running = {b.name: b for b in old.backends}
+    resized = {}
+    for name in changes.slots_changed:
+        backend = next(b for b in new.backends if b.name == name)
+        endpoints = [s for s in backend.servers if not s.parked]
+        if len(endpoints) > len(running[name].servers):
+            return new  # exhausted: a reload grows the slots
+        resized[name] = resize(backend, len(running[name].servers))
+    return replace(new, backends=tuple(resized.get(b.name, b) for b in new.backends))
+
+
+def patch(old: Model, backends: Mapping[str, Backend]) -> tuple[Model, Plan] | None:
+    """The endpoint fast path: `old` with the given backends' servers replaced, and the runtime
+    update that does it, in O(changed backends). None when a runtime update cannot do it (a
+    backend unknown or with other settings, endpoints that do not fit in its slots)."""
+    running = {b.name: b for b in old.backends} if len(backends) > 8 else None
+    replaced: dict[str, Backend] = {}
+    commands: list[str] = []
+    for name in sorted(backends):
+        new = backends[name]
+        before = (
+            running.get(name)
+            if running is not None
+            else next((b for b in old.backends if b.name == name), None)
+        )
+        if before is None or before.settings != new.settings:
+            return None
+        if len(new.servers) != len(before.servers):
+            if sum(1 for s in new.servers if not s.parked) > len(before.servers):
+                return None
+            new = resize(new, len(before.servers))
+        if new.servers == before.servers:
+            continue
+        commands.extend(runtime_commands(before, new))
+        replaced[name] = new
+    if not replaced:
+        return old, Plan(Action.NONE, Changes(), ())
+    model = replace(old, backends=tuple(replaced.get(b.name, b) for b in old.backends))
+    changes = Changes(servers_changed=tuple(replaced))
+    return model, Plan(Action.RUNTIME, changes, reasons(changes), tuple(commands))
+
+
+def resize(backend: Backend, count: int) -> Backend:
+    """The backend with its endpoints laid out in `count` slots."""
+    endpoints = [(s.ip, s.port, s.state) for s in backend.servers if not s.parked]
+    return replace(backend, servers=slots.layout(endpoints, count))
 
 
 def diff(old: Model, new: Model, *, globals_changed: bool = False) -> Changes:
@@ -69,12 +143,14 @@ def diff(old: Model, new: Model, *, globals_changed: bool = False) -> Changes:
     new_services = {f"{e.namespace}/{e.name}" for e in new.services}
     churn = old_services ^ new_services  # their proxies are covered by "services added/removed"
 
-    backends_changed, servers_changed = [], []
+    backends_changed, slots_changed, servers_changed = [], [], []
     for name, before, after in _differing(
         {b.name: b for b in old.backends}, {b.name: b for b in new.backends}, churn
     ):
-        if before is None or after is None or _settings(before) != _settings(after):
+        if before is None or after is None or before.settings != after.settings:
             backends_changed.append(name)
+        elif len(before.servers) != len(after.servers):
+            slots_changed.append(name)
         else:
             servers_changed.append(name)  # equal settings, different objects: the servers
 
@@ -88,6 +164,7 @@ def diff(old: Model, new: Model, *, globals_changed: bool = False) -> Changes:
             )
         ),
         backends_changed=tuple(backends_changed),
+        slots_changed=tuple(slots_changed),
         servers_changed=tuple(servers_changed),
         globals_changed=globals_changed,
     )
@@ -107,6 +184,7 @@ def reasons(changes: Changes) -> tuple[str, ...]:
     for label, names in (
         ("frontends changed", changes.frontends_changed),
         ("backend settings changed", changes.backends_changed),
+        ("server slots resized", changes.slots_changed),
         ("endpoints changed", changes.servers_changed),
     ):
         if names:
@@ -114,8 +192,88 @@ def reasons(changes: Changes) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _settings(backend: Backend) -> tuple[object, ...]:
-    return tuple(getattr(backend, name) for name in _BACKEND_SETTINGS)
+def runtime_commands(before: Backend, after: Backend) -> list[str]:
+    """Runtime API commands that turn the slots of `before` into those of `after` (same count)."""
+    commands = []
+    for old, new in zip(before.servers, after.servers, strict=True):
+        if old != new:
+            commands.extend(slot_commands(after.name, old, new))
+    return commands
+
+
+def slot_commands(backend: str, old: Server, new: Server) -> list[str]:
+    """One slot from `old` to `new`. A slot that empties goes to maintenance, then back to the
+    parked address; a slot that takes an endpoint goes to maintenance (if it served another
+    one), gets the address, then its state. Established connections are never cut:
+    maintenance and drain only stop new ones."""
+    target = f"set server {backend}/{new.name}"
+    commands = []
+    moved = (old.ip, old.port) != (new.ip, new.port)
+    if new.parked or moved:
+        if not old.parked:
+            commands.append(f"{target} state maint")
+        if moved:
+            commands.append(f"{target} addr {new.ip} port {new.port}")
+    if not new.parked and (moved or old.state is not new.state):
+        commands.append(f"{target} state {new.state.value}")
+    return commands
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What HAProxy reports of one server line (from `show servers state`)."""
+
+    ip: str
+    port: int
+    maintenance: bool
+    draining: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    commands: tuple[str, ...]  # bring the mismatched slots back to the model
+    mismatched: tuple[str, ...]  # "backend/server"
+    missing: tuple[str, ...]  # in the model, not in HAProxy: only a reload fixes that
+
+    @property
+    def empty(self) -> bool:
+        return not (self.mismatched or self.missing)
+
+
+def drift(model: Model, observed: Mapping[tuple[str, str], Observed]) -> Drift:
+    """Compare what HAProxy runs with the model, server line by server line."""
+    commands: list[str] = []
+    mismatched: list[str] = []
+    missing: list[str] = []
+    for backend in model.backends:
+        for server in backend.servers:
+            seen = observed.get((backend.name, server.name))
+            if seen is None:
+                missing.append(f"{backend.name}/{server.name}")
+                continue
+            if _matches(server, seen):
+                continue
+            mismatched.append(f"{backend.name}/{server.name}")
+            state = (
+                ServerState.PARKED
+                if seen.maintenance
+                else ServerState.DRAIN
+                if seen.draining
+                else ServerState.READY
+            )
+            actual = Server(server.name, seen.ip, seen.port, hostport(seen.ip, seen.port), state)
+            commands.extend(slot_commands(backend.name, actual, server))
+    return Drift(tuple(commands), tuple(mismatched), tuple(missing))
+
+
+def _matches(expected: Server, seen: Observed) -> bool:
+    if (seen.ip, seen.port) != (expected.ip, expected.port):
+        return False
+    if expected.parked:
+        return seen.maintenance
+    if seen.maintenance:
+        return False
+    return seen.draining is (expected.state is ServerState.DRAIN)
 
 
 P = TypeVar("P", Frontend, Backend)

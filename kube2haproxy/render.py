@@ -1,7 +1,14 @@
 """render: the model becomes haproxy.cfg text through Jinja2 templates. It only formats.
 
 Templates are looked up in the user's directory first (`--templates`), then in the bundled ones, so
-a user overrides a single file. Undefined variables are errors (StrictUndefined), reported with
+a user overrides a single file. The file is the head (haproxy.cfg.j2: global and defaults, from
+the settings), then the frontends and the backends, each rendered by runs of consecutive items
+(frontends.j2, backends.j2). A run's text is cached on the identity of its items: the model
+keeps unchanged frontends and backends as the very same objects, so after an endpoint change
+only the run holding that backend is rendered again. Runs end after items whose name hashes to a
+multiple of RUN, so an added or removed item changes one run, not all those after it.
+
+Undefined variables are errors (StrictUndefined), reported with
 the template file and line. As a second line of defence behind the model's strict grammars, every
 `{{ value }}` must be a number or a string of characters that cannot start a new line, a comment,
 a quoted string or a new word in haproxy.cfg; anything else stops the render.
@@ -11,6 +18,8 @@ from __future__ import annotations
 
 import re
 import traceback
+import zlib
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +43,8 @@ class UnsafeValueError(ValueError):
 
 def duration(ms: int) -> str:
     """Milliseconds in HAProxy's syntax, in the largest unit that divides them: 90000 -> 90s."""
+    if ms == 0:
+        return "0"
     for unit, size in _UNITS:
         if ms % size == 0:
             return f"{ms // size}{unit}"
@@ -91,16 +102,52 @@ class Renderer:
             for name in self._env.list_templates(extensions=["j2"]):
                 self._env.get_template(name)
             self._template = self._env.get_template(MAIN_TEMPLATE)
+            self._env.get_template("frontends.j2")
+            self._env.get_template("backends.j2")
         except jinja2.TemplateError as exc:
             raise TemplateError(_describe(exc)) from exc
+        self._head: str | None = None
+        self._runs: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
+        self._boundaries: dict[str, bool] = {}  # does a run end after this name
 
     def render(self, model: Model) -> str:
         try:
-            text = self._template.render(model=model, settings=self._settings)
+            if self._head is None:
+                self._head = self._template.render(settings=self._settings)
+            cache: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
+            parts = [self._head]
+            for name, items in (("frontends", model.frontends), ("backends", model.backends)):
+                template = self._env.get_template(f"{name}.j2")
+                for run in _runs(items, self._boundaries):
+                    key = tuple(map(id, run))
+                    hit = self._runs.get(key) or cache.get(key)
+                    if hit is None:
+                        hit = (run, template.render({name: run, "settings": self._settings}))
+                    cache[key] = hit
+                    parts.append(hit[1])
         except Exception as exc:  # a user template can raise anything; report it with its place
             raise TemplateError(_describe(exc)) from exc
+        self._runs = cache  # what this model used: the rest would only pin dead objects
+        text = "".join(parts)
         # Block tags swallow the last newline; a config file ends with one.
         return text if text.endswith("\n") else text + "\n"
+
+
+RUN = 32  # average items per cached run
+
+
+def _runs(items: tuple[Any, ...], boundaries: dict[str, bool]) -> Iterator[tuple[Any, ...]]:
+    start = 0
+    for i, item in enumerate(items):
+        name = item.name
+        end = boundaries.get(name)
+        if end is None:
+            end = boundaries[name] = zlib.crc32(name.encode()) % RUN == 0
+        if end:
+            yield items[start : i + 1]
+            start = i + 1
+    if start < len(items):
+        yield items[start:]
 
 
 def _describe(exc: BaseException) -> str:

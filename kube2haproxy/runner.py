@@ -12,14 +12,14 @@ import logging
 import os
 import signal
 import tempfile
-import threading
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from kube2haproxy.applier import HAProxyApplier
 from kube2haproxy.controller import Controller, Source
-from kube2haproxy.haproxy import MasterCLI, Supervisor
+from kube2haproxy.errors import EnvironmentProblem
+from kube2haproxy.haproxy import MasterCLI, RuntimeAPI, Supervisor
 from kube2haproxy.manifests import ManifestSource
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.probes import ProbeServer
@@ -46,17 +46,19 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
         check_timeout_s=settings.haproxy.check_timeout_ms / 1000,
         reload_timeout_s=settings.run.reload_timeout_ms / 1000,
         master=master,
+        runtime=RuntimeAPI(paths.runtime_socket),
         supervisor=supervisor,
     )
     sources = _sources(settings, manifests, metrics)
     controller = Controller(
         settings=settings, sources=sources, applier=applier, renderer=renderer, metrics=metrics
     )
-    loop = threading.current_thread()
+    # The longest an apply may legitimately keep the loop busy: a check, a reload, a margin.
+    stall_limit = (settings.haproxy.check_timeout_ms + settings.run.reload_timeout_ms) / 1000 + 60
 
     def live() -> tuple[bool, str]:
-        if not loop.is_alive():
-            return False, "controller loop stopped"
+        if controller.stalled(stall_limit):
+            return False, f"controller loop stalled for more than {stall_limit:.0f}s"
         expected = supervisor is None or supervisor.running or controller.applied_model
         if expected and not applier.healthy():
             return False, f"haproxy master {paths.master_socket} does not answer"
@@ -92,6 +94,7 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
         controller.run()
     finally:
         controller.stop()
+        applier.flush()
         if probes is not None:
             probes.stop()
         if supervisor is not None:
@@ -103,12 +106,21 @@ def _supervisor(settings: Settings, paths: Paths, metrics: Metrics) -> Superviso
     if not paths.supervised:
         return None
     assert paths.run_dir is not None
-    Path(paths.run_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    run_dir = Path(paths.run_dir)
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # It holds the config HAProxy loads (lua-load runs code) and the sockets we adopt: in a
+    # shared /tmp, a directory someone else made, or others may write to, is refused.
+    info = run_dir.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise EnvironmentProblem(
+            f"--run-dir {run_dir}: must belong to uid {os.getuid()} and be writable by it "
+            f"alone (owner {info.st_uid}, mode {oct(info.st_mode & 0o777)})"
+        )
     return Supervisor(
         binary=settings.haproxy.binary,
         config=paths.config,
         master_socket=paths.master_socket,
-        on_exit=lambda _code: metrics.haproxy_restarts.inc(),
+        on_exit=lambda _code: metrics.haproxy_exits.inc(),
     )
 
 

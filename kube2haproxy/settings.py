@@ -56,6 +56,30 @@ class TranslateSettings:
             ValueKind.FLAG,
         ),
     )
+    # A rolling update of 10 replicas with maxSurge 25% lists 13 endpoints: 4 free slots absorb
+    # it without a reload. Each server line costs ~5.5 KB of worker memory; blocks of 8 keep the
+    # count coarse, so scaling by one seldom changes it.
+    slots_free: int = field(
+        default=4,
+        metadata=_opt(
+            "--slots-free",
+            "Free server slots each backend keeps beyond its listed endpoints, for endpoint "
+            "changes without a reload (per service: kube2haproxy.io/slots-free).",
+            ValueKind.INT,
+            low=0,
+            high=1000,
+        ),
+    )
+    slots_block: int = field(
+        default=8,
+        metadata=_opt(
+            "--slots-block",
+            "Server slots are added and removed in blocks of this many.",
+            ValueKind.INT,
+            low=1,
+            high=1000,
+        ),
+    )
     # Entries are allocated on use; the size only caps memory per ClientIP-affinity service.
     affinity_table_size: int = field(
         default=100_000,
@@ -246,6 +270,26 @@ class RunSettings:
             "--max-delay",
             "Longest a pending change waits for the quiet period.",
             ValueKind.DURATION,
+        ),
+    )
+    # Endpoint churn goes out through the runtime API: wait just long enough to take a burst
+    # of slice updates (a rollout step) as one batch.
+    runtime_debounce_ms: int = field(
+        default=10,
+        metadata=_opt(
+            "--runtime-debounce",
+            "Quiet period before endpoint changes that need no reload are applied.",
+            ValueKind.DURATION,
+        ),
+    )
+    drift_check_ms: int = field(
+        default=60_000,
+        metadata=_opt(
+            "--drift-check",
+            "How often to compare HAProxy's servers with the model (also after every reload); "
+            "0 disables.",
+            ValueKind.DURATION,
+            low=0,
         ),
     )
     retry_ms: int = field(

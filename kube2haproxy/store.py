@@ -63,43 +63,47 @@ class Store:
     def keys(self, kind: Kind) -> frozenset[Key]:
         return frozenset(self._table(kind))
 
-    def apply(self, event: Event) -> bool:
-        """Apply one event; True when the stored state changed."""
+    def apply(self, event: Event) -> frozenset[Key]:
+        """Apply one event; the Services whose translation it may change (empty: no change)."""
         if event.kind is None or event.key is None:
-            return False
+            return frozenset()
         if event.type is EventType.DELETED:
             return self.delete(event.kind, event.key)
         if event.type in (EventType.ADDED, EventType.MODIFIED) and event.obj is not None:
             return self.put(event.kind, event.key, event.obj)
-        return False
+        return frozenset()
 
-    def put(self, kind: Kind, key: Key, obj: JSON) -> bool:
+    def put(self, kind: Kind, key: Key, obj: JSON) -> frozenset[Key]:
         table = self._table(kind)
         if table.get(key) == obj:
-            return False
+            return frozenset()
         table[key] = obj
-        if kind is Kind.ENDPOINT_SLICE:
-            self._unindex(key)
-            owner = service_of_slice(obj)
-            if owner is not None:
-                self._slice_owner[key] = owner
-                self._slices_by_service.setdefault(owner, {})[key] = obj
-        return True
+        if kind is not Kind.ENDPOINT_SLICE:
+            return frozenset((key,))
+        before = self._unindex(key)
+        owner = service_of_slice(obj)
+        if owner is not None:
+            self._slice_owner[key] = owner
+            self._slices_by_service.setdefault(owner, {})[key] = obj
+        return frozenset(k for k in (before, owner) if k is not None)
 
-    def delete(self, kind: Kind, key: Key) -> bool:
+    def delete(self, kind: Kind, key: Key) -> frozenset[Key]:
         table = self._table(kind)
         if key not in table:
-            return False
+            return frozenset()
         del table[key]
-        if kind is Kind.ENDPOINT_SLICE:
-            self._unindex(key)
-        return True
+        if kind is not Kind.ENDPOINT_SLICE:
+            return frozenset((key,))
+        owner = self._unindex(key)
+        return frozenset((owner,)) if owner is not None else frozenset()
+
+    def slices_of(self, service: Key) -> tuple[JSON, ...]:
+        """The EndpointSlices of a Service, in slice-name order."""
+        by_key = self._slices_by_service.get(service, {})
+        return tuple(by_key[k] for k in sorted(by_key))
 
     def snapshot(self) -> Snapshot:
-        slices = {
-            service: tuple(by_key[k] for k in sorted(by_key))
-            for service, by_key in self._slices_by_service.items()
-        }
+        slices = {service: self.slices_of(service) for service in self._slices_by_service}
         return Snapshot(
             services=MappingProxyType(dict(self._services)),
             slices=MappingProxyType(slices),
@@ -113,11 +117,12 @@ class Store:
             return self._slices
         return self._endpoints
 
-    def _unindex(self, slice_key: Key) -> None:
+    def _unindex(self, slice_key: Key) -> Key | None:
         owner = self._slice_owner.pop(slice_key, None)
         if owner is None:
-            return
+            return None
         siblings = self._slices_by_service[owner]
         siblings.pop(slice_key, None)
         if not siblings:
             del self._slices_by_service[owner]
+        return owner

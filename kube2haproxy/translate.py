@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
-from kube2haproxy import grammar, names, tuning
+from kube2haproxy import grammar, names, slots, tuning
 from kube2haproxy.findings import Finding, SkipReason, info, shown, subject, warning
 from kube2haproxy.model import (
     Affinity,
@@ -25,10 +25,10 @@ from kube2haproxy.model import (
     HealthCheck,
     Model,
     Server,
+    ServerState,
     ServiceEntry,
     ServicePort,
     SourceRule,
-    hostport,
 )
 from kube2haproxy.resources import (
     JSON,
@@ -112,6 +112,11 @@ class TranslateCache:
     def store(self, key: Key, inputs: tuple[object, ...], result: ServiceResult) -> None:
         self._entries[key] = (inputs, result)
 
+    def previous(self, key: Key) -> ServiceResult | None:
+        """The last result stored for a service, whatever its inputs were."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None else None
+
     def retain(self, keys: Iterable[Key]) -> None:
         """Forget the services that are gone."""
         keep = set(keys)
@@ -120,31 +125,77 @@ class TranslateCache:
 
 
 def translate(
-    snapshot: Snapshot, settings: TranslateSettings, *, cache: TranslateCache | None = None
+    snapshot: Snapshot,
+    settings: TranslateSettings,
+    *,
+    cache: TranslateCache | None = None,
+    unbindable: Mapping[tuple[str, int], str] | None = None,
 ) -> Translation:
-    results = []
-    for key, service in sorted(snapshot.services.items()):
-        slices = snapshot.slices.get(key, ())
-        endpoints = snapshot.endpoints.get(key)
-        inputs = (settings, service, endpoints, *slices)
-        result = cache.lookup(key, inputs) if cache is not None else None
-        if result is None:
-            result = translate_service(
-                key, service, slices=slices, endpoints=endpoints, settings=settings
-            )
-            if cache is not None:
-                cache.store(key, inputs, result)
-        results.append(result)
+    """The model of a snapshot. `unbindable`: address:port pairs this host cannot listen on
+    (found by the controller), with why; they are left out, with a warning for their service."""
+    results = [
+        translate_cached(
+            key,
+            service,
+            slices=snapshot.slices.get(key, ()),
+            endpoints=snapshot.endpoints.get(key),
+            settings=settings,
+            cache=cache,
+        )
+        for key, service in sorted(snapshot.services.items())
+    ]
     if cache is not None and len(cache) > len(snapshot.services):
         cache.retain(snapshot.services)
-    return assemble(results)
+    return assemble(results, unbindable=unbindable)
 
 
-def assemble(results: Iterable[ServiceResult]) -> Translation:
-    """Merge per-service results into one model, settling address:port conflicts."""
+def translate_cached(
+    key: Key,
+    service: JSON,
+    *,
+    slices: tuple[JSON, ...],
+    endpoints: JSON | None,
+    settings: TranslateSettings,
+    cache: TranslateCache | None,
+) -> ServiceResult:
+    """translate_service, through the cache when there is one."""
+    inputs = (settings, service, endpoints, *slices)
+    result = cache.lookup(key, inputs) if cache is not None else None
+    if result is None:
+        result = translate_service(
+            key, service, slices=slices, endpoints=endpoints, settings=settings
+        )
+        if cache is not None:
+            cache.store(key, inputs, result)
+    return result
+
+
+def confined(old: ServiceResult, new: ServiceResult) -> bool:
+    """Only the servers of the service's backends differ: its frontends, addresses and backend
+    settings are the same, so the rest of the model (address conflicts included) is too."""
+    return (
+        old.frontends == new.frontends
+        and old.vips == new.vips
+        and old.entry == new.entry
+        and old.created == new.created
+        and len(old.backends) == len(new.backends)
+        and all(
+            a.name == b.name and a.settings == b.settings
+            for a, b in zip(old.backends, new.backends, strict=True)
+        )
+    )
+
+
+def assemble(
+    results: Iterable[ServiceResult], *, unbindable: Mapping[tuple[str, int], str] | None = None
+) -> Translation:
+    """Merge per-service results into one model, settling address:port conflicts and leaving
+    out the addresses this host cannot listen on."""
     results = list(results)
     findings = [f for r in results for f in r.findings]
     lost = _settle_conflicts(results, findings)
+    if unbindable:
+        lost |= _unbindable(results, unbindable, findings)
     frontends: list[Frontend] = []
     backends: list[Backend] = []
     entries: list[ServiceEntry] = []
@@ -206,6 +257,29 @@ def _settle_conflicts(
                     f"{winner.namespace}/{winner.service}; not bound for this service",
                 )
             )
+    return lost
+
+
+def _unbindable(
+    results: list[ServiceResult],
+    unbindable: Mapping[tuple[str, int], str],
+    findings: list[Finding],
+) -> set[tuple[str, Bind]]:
+    lost = set()
+    for result in results:
+        for frontend in result.frontends:
+            for bind in frontend.binds:
+                why = unbindable.get((bind.ip, bind.port))
+                if why is not None:
+                    lost.add((frontend.name, bind))
+                    findings.append(
+                        warning(
+                            subject("Service", frontend.namespace, frontend.service),
+                            f"port {frontend.port_key}",
+                            f"{bind.address} cannot be listened on by this host ({why}); not bound "
+                            "until it can be",
+                        )
+                    )
     return lost
 
 
@@ -309,7 +383,13 @@ def _translate_service(
             )
             continue
         seen_keys.add(pkey)
-        servers = _servers(groups, port, publish_not_ready)
+        servers = _servers(
+            groups,
+            port,
+            publish_not_ready=publish_not_ready,
+            free=options.slots_free if options.slots_free is not None else settings.slots_free,
+            block=settings.slots_block,
+        )
         name = names.proxy_name(namespace=key.namespace, service=key.name, port_key=pkey)
         backends.append(
             Backend(
@@ -754,12 +834,20 @@ def _parse_endpoints(
 
 
 def _servers(
-    groups: list[_Group], port: ServicePort, publish_not_ready: bool
+    groups: list[_Group],
+    port: ServicePort,
+    *,
+    publish_not_ready: bool,
+    free: int,
+    block: int,
 ) -> tuple[Server, ...]:
-    """The servers of one service port, chosen as kube-proxy chooses: ready endpoints; when
-    none, the serving terminating ones (a rollout's last pods still take traffic);
-    publishNotReadyAddresses takes every endpoint. An endpoint listed by several slices (moving
-    between them) counts once, with its most ready report. Servers are sorted by address text."""
+    """The server lines (slots) of one service port.
+
+    Endpoints are chosen as kube-proxy chooses: ready ones; when none, the serving terminating
+    ones (a rollout's last pods still take traffic); publishNotReadyAddresses takes every
+    endpoint. Serving terminating endpoints are kept beside ready ones as draining servers, so
+    their open connections finish while new ones go elsewhere. An endpoint listed by several
+    slices (moving between them) counts once, with its most ready report. Slots: slots.py."""
     best: dict[tuple[str, int], int] = {}
     wanted = (port.name, port.protocol)
     for group in groups:
@@ -770,15 +858,15 @@ def _servers(
             key = (ip, number)
             if best.get(key, -1) < state:
                 best[key] = state
+    chosen: dict[tuple[str, int], ServerState]
     if publish_not_ready:
-        chosen = list(best)
+        chosen = dict.fromkeys(best, ServerState.READY)
+    elif any(state == READY for state in best.values()):
+        chosen = {k: ServerState.READY for k, state in best.items() if state == READY}
+        chosen.update(
+            (k, ServerState.DRAIN) for k, state in best.items() if state == SERVING_TERMINATING
+        )
     else:
-        chosen = [k for k, state in best.items() if state == READY] or [
-            k for k, state in best.items() if state == SERVING_TERMINATING
-        ]
-    chosen.sort()
-    make = Server._make  # tuple.__new__ in C; the generated __new__ is a Python lambda
-    return tuple(
-        make((names.server_name(i), ip, number, hostport(ip, number)))
-        for i, (ip, number) in enumerate(chosen, 1)
-    )
+        chosen = {k: ServerState.READY for k, state in best.items() if state == SERVING_TERMINATING}
+    total = slots.slot_count(len(best), free=free, block=block)
+    return slots.layout([(ip, port, state) for (ip, port), state in chosen.items()], total)

@@ -37,6 +37,7 @@ class ServiceOptions:
     check_fall: int = 3
     proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
     source_ranges: tuple[str, ...] | None = None  # None: every source; (): none
+    slots_free: int | None = None  # None: --slots-free
 
 
 DEFAULTS = ServiceOptions()
@@ -159,6 +160,14 @@ ANNOTATIONS: tuple[Annotation, ...] = (
         lambda v: ProxyProtocol(grammar.choice(v, tuple(ProxyProtocol))),
         "none",
         "Send the PROXY protocol header to endpoints: none, v1 or v2.",
+    ),
+    Annotation(
+        "slots-free",
+        "slots_free",
+        _count(0, 1000),
+        "value of --slots-free, 4 by default",
+        "Free server slots kept beyond the listed endpoints: endpoint changes that fit are "
+        "applied without a reload.",
     ),
     Annotation(
         "source-ranges",

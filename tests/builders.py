@@ -4,6 +4,7 @@ and a shortcut through the pure pipeline, for table-driven tests."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -151,11 +152,12 @@ def render(model: Model, **settings: Any) -> str:
     return renderer(RenderSettings(**settings)).render(model)
 
 
-def servers(translation: Translation, backend: str) -> list[str]:
-    """The `ip:port` of each server of a backend, in config order."""
+def servers(translation: Translation, backend: str, state: str = "ready") -> list[str]:
+    """The `ip:port` of the servers of a backend in that state (ready by default), sorted: slots
+    place them by hash, tests care about the set."""
     for b in translation.model.backends:
         if b.name == backend:
-            return [s.address for s in b.servers]
+            return sorted(s.address for s in b.servers if s.state == state)
     raise AssertionError(
         f"no backend {backend}; have {[b.name for b in translation.model.backends]}"
     )
@@ -192,3 +194,21 @@ class ScriptedSource:
 
     def synced(self) -> None:
         self.emit(Event(EventType.SYNCED, self.names[0]))
+
+
+def backend_servers(text: str, backend: str) -> list[str]:
+    """The endpoints of a backend in rendered config text: `ip:port` plus any options (such as
+    `weight 0`), parked slots left out, sorted."""
+    section = text.split(f"\nbackend {backend}\n", 1)[1].split("\n\n", 1)[0]
+    return sorted(
+        line.split(None, 2)[2]
+        for line in section.splitlines()
+        if line.startswith("    server ") and not line.endswith(" disabled")
+    )
+
+
+def server_line(text: str, address: str) -> str:
+    """The whole `server` line of an endpoint in rendered config text."""
+    match = re.search(rf"^    server s\d+ {re.escape(address)}\b.*$", text, re.M)
+    assert match is not None, address
+    return match.group(0)

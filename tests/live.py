@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from kube2haproxy.applier import HAProxyApplier
-from kube2haproxy.haproxy import Supervisor
+from kube2haproxy.haproxy import RuntimeAPI, Supervisor
 
 _next_ip = itertools.count(2)
 
@@ -34,13 +34,15 @@ def free_port(ip: str) -> int:
 class Backend:
     """An HTTP server answering its own name: where a request landed."""
 
-    def __init__(self, name: str, ip: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, name: str, ip: str | None = None, port: int | None = None, *, keepalive: bool = False
+    ) -> None:
         self.name = name
         self.ip = ip or loopback_ip()
         self.port = port or free_port(self.ip)
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
+            protocol_version = "HTTP/1.1" if keepalive else "HTTP/1.0"
 
             def do_GET(handler) -> None:
                 body = name.encode()
@@ -134,6 +136,7 @@ def applier_for(
         check_timeout_s=30,
         reload_timeout_s=reload_timeout_s,
         master=supervisor.master,
+        runtime=RuntimeAPI(str(Path(supervisor.master.path).parent / "admin.sock")),
         supervisor=supervisor,
     )
 

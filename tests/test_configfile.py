@@ -266,3 +266,13 @@ def test_check_text_valid_and_invalid(tmp_path: Path) -> None:
     assert checked.endswith("haproxy.cfg")
     assert not Path(checked).exists()
     assert not Path(checked).parent.exists()
+
+
+def test_writer_lands_the_newest_text_and_flush_waits_for_it(tmp_path: Path) -> None:
+    path = tmp_path / "haproxy.cfg"
+    writer = configfile.Writer(path)
+    for i in range(200):
+        writer.submit(f"version {i}\n" * 1000)
+    writer.flush()
+    assert path.read_text() == "version 199\n" * 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["haproxy.cfg"]

@@ -19,7 +19,7 @@ from kube2haproxy.errors import CheckError
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import RunSettings, Settings
-from tests.builders import ScriptedSource, endpoint_slice, service
+from tests.builders import ScriptedSource, backend_servers, endpoint_slice, service
 
 FAST = Settings(run=RunSettings(debounce_ms=50, max_delay_ms=300, retry_ms=200))
 
@@ -32,11 +32,11 @@ class FlakyApplier(RecordingApplier):
         self.failures: list[Exception] = []
         self.attempts = 0
 
-    def apply(self, text: str) -> ApplyReport:
+    def apply(self, text: str, *, force: bool = False) -> ApplyReport:
         self.attempts += 1
         if self.failures:
             raise self.failures.pop(0)
-        return super().apply(text)
+        return super().apply(text, force=force)
 
 
 @contextmanager
@@ -85,7 +85,7 @@ def test_nothing_is_rendered_before_every_source_synced():
         slices.synced()
         wait_for(controller.ready.is_set)
         assert len(configs(controller)) == 1
-        assert "server s1 10.1.0.1:8080" in configs(controller)[0]
+        assert backend_servers(configs(controller)[0], "default_web_http") == ["10.1.0.1:8080"]
 
 
 def test_a_storm_of_changes_is_one_apply():
@@ -217,3 +217,82 @@ def test_metrics_exist_from_the_start():
         'kube2haproxy_services_skipped{reason="headless"} 0.0',
     ]:
         assert metric in text
+
+
+RUNTIME = replace(
+    FAST, run=replace(FAST.run, debounce_ms=300, max_delay_ms=2000, runtime_debounce_ms=5)
+)
+
+
+def test_endpoint_changes_go_through_the_runtime_api_without_a_reload():
+    applier = RecordingApplier()
+    source = ScriptedSource()
+    with running(source, applier=applier, settings=RUNTIME) as controller:
+        source.put(service())
+        source.put(endpoint_slice(endpoints=["10.1.0.1"]))
+        source.synced()
+        wait_for(controller.ready.is_set)
+        for i in range(2, 6):
+            source.put(endpoint_slice(endpoints=[f"10.1.0.{i}"]))
+            wait_for(
+                lambda i=i: (
+                    backend_servers(configs(controller)[-1], "default_web_http")
+                    == [f"10.1.0.{i}:8080"]
+                )
+            )
+        assert applier.reloads == 1  # the first config only
+        assert len(applier.commands) == 4
+        assert all(any("state ready" in c for c in batch) for batch in applier.commands)
+        assert controller.metrics.runtime_updates.labels("success")._value.get() == 4
+
+
+def test_a_change_that_needs_a_reload_takes_its_endpoint_changes_along():
+    """An endpoint change and a service change arrive together: one reload, not a runtime
+    update followed by a reload (the reload waits for its longer debounce, and the endpoint
+    change with it)."""
+    applier = RecordingApplier()
+    source = ScriptedSource()
+    with running(source, applier=applier, settings=RUNTIME) as controller:
+        source.put(service())
+        source.put(endpoint_slice(endpoints=["10.1.0.1"]))
+        source.synced()
+        wait_for(controller.ready.is_set)
+        source.put(endpoint_slice(endpoints=["10.1.0.2"]))
+        source.put(service(annotations={"kube2haproxy.io/balance": "leastconn"}))
+        wait_for(lambda: applier.reloads == 2)
+        time.sleep(0.4)
+        assert applier.commands == []
+        assert "balance leastconn" in configs(controller)[-1]
+        assert backend_servers(configs(controller)[-1], "default_web_http") == ["10.1.0.2:8080"]
+
+
+def test_endpoints_that_outgrow_the_slots_reload_once():
+    applier = RecordingApplier()
+    source = ScriptedSource()
+    with running(source, applier=applier, settings=RUNTIME) as controller:
+        source.put(service())
+        source.put(endpoint_slice(endpoints=["10.1.0.1"]))
+        source.synced()
+        wait_for(controller.ready.is_set)
+        source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 9)]))  # 8 fit
+        wait_for(lambda: len(applier.commands) == 1)
+        source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 10)]))  # 9 don't
+        wait_for(lambda: applier.reloads == 2)
+        assert controller.metrics.reload_reasons.labels("slots")._value.get() == 1
+        assert configs(controller)[-1].count("    server s") == 16
+
+
+def test_a_loop_that_stops_turning_is_reported_stalled():
+    now = [1000.0]
+    source = ScriptedSource()
+    controller = Controller(
+        settings=FAST,
+        sources=[source],
+        applier=RecordingApplier(),
+        renderer=Renderer(replace(FAST.render, runtime_socket="/r.sock")),
+        metrics=Metrics(),
+        clock=lambda: now[0],
+    )
+    assert not controller.stalled(60)
+    now[0] += 61  # the loop never ran: no heartbeat for 61 s
+    assert controller.stalled(60)

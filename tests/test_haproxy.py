@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,60 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_an_apply_during_a_pending_restart_starts_one_master_only(world, supervisor, haproxy_bin):
+    """HAProxy dies; while the supervisor waits out its restart backoff, an apply starts it.
+    The supervisor must then watch that master, not start a second one beside it."""
+    tmp, vip, port, (a, b, _) = world
+    cfg = tmp / "haproxy.cfg"
+    sup = Supervisor(
+        binary=haproxy_bin,
+        config=str(cfg),
+        master_socket=str(tmp / "master.sock"),
+        restart_backoff_s=(1.0, 1.0),
+    )
+    applier = applier_for(sup, binary=haproxy_bin, reload_timeout_s=10)
+    try:
+        applier.apply(config(tmp, vip, port, [a]))
+        os.kill(sup.pid, signal.SIGKILL)
+        wait_for(lambda: not sup.running, what="the master gone")
+        assert applier.apply(config(tmp, vip, port, [b])).outcome == "started"
+        time.sleep(1.5)  # the watcher's backoff ends
+        masters = [p for p in _haproxy_masters() if str(tmp) in p[1]]
+        assert len(masters) == 1, masters
+        assert {get(vip, port) for _ in range(20)} == {"b"}
+    finally:
+        sup.stop(grace_s=2)
+    assert [p for p in _haproxy_masters() if str(tmp) in p[1]] == []
+
+
+def test_a_config_that_cannot_start_leaves_nothing_behind(world, supervisor, haproxy_bin):
+    tmp, vip, port, (a, _, _) = world
+    cfg = tmp / "haproxy.cfg"
+    sup = supervisor(cfg)
+    applier = applier_for(sup, binary=haproxy_bin, reload_timeout_s=10)
+    unbindable = config(tmp, vip, port, [a]) + "frontend x\n    bind 192.0.2.1:1\n"
+    with pytest.raises(EnvironmentProblem, match="cannot bind socket"):
+        applier.apply(unbindable)
+    time.sleep(1.5)  # no restart loop on a config that cannot start
+    assert not sup.running and [p for p in _haproxy_masters() if str(tmp) in p[1]] == []
+    assert not cfg.exists()  # nothing HAProxy refused stays on disk
+    assert applier.apply(config(tmp, vip, port, [a])).outcome == "started"
+
+
+def _haproxy_masters() -> list[tuple[int, str]]:
+    """Running HAProxy masters (workers share the master's command line: they are the ones
+    whose parent is another HAProxy)."""
+    found: dict[int, tuple[int, str]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if " -W " in argv and "haproxy" in argv.split(" ", 1)[0] and stat[0] != "Z":
+            found[int(proc.name)] = (int(stat[1]), argv)
+    return [(pid, argv) for pid, (parent, argv) in found.items() if parent not in found]

@@ -272,3 +272,47 @@ def _wait(predicate, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
+
+
+class QuirkyAPI(FakeKubeAPI):
+    """Watches that end at once with nothing (a broken proxy), or refused with HTTP 410."""
+
+    empty_watches = False
+    gone_watches = 0
+
+    def _open_watch(self, rt, namespace, selector, version, bookmarks, deadline, handler):
+        from tests.fakeapi import _Failure, status_body
+
+        if self.gone_watches and rt.resource == "services":
+            self.gone_watches -= 1
+            raise _Failure(410, status_body(410, "too old resource version", "Expired"))
+        watch = super()._open_watch(rt, namespace, selector, version, bookmarks, deadline, handler)
+        if self.empty_watches:
+            watch.finish = True
+        return watch
+
+
+def test_watches_that_end_at_once_back_off_instead_of_spinning(tmp_path):
+    with QuirkyAPI() as api:
+        api.empty_watches = True
+        api.put(service("web"))
+        with watching(api, tmp_path, replace(FAST, backoff_max_ms=1000)) as (_, events, metrics):
+            synced(events, 1)
+            time.sleep(2.0)
+            watches = len(_watches(api, "services"))
+        # Without a backoff: thousands in 2 s (one per round trip). With it (full jitter, up to
+        # 1 s): a few, at most a few dozen.
+        assert 2 <= watches <= 30, watches
+        assert metrics.watch_restarts.labels("services", "error")._value.get() >= 2
+
+
+def test_http_410_on_the_watch_request_relists(tmp_path):
+    with QuirkyAPI() as api:
+        api.put(service("web"))
+        api.gone_watches = 1
+        with watching(api, tmp_path) as (source, events, metrics):
+            synced(events, 1)
+            _wait(lambda: source.watchers[0].lists == 2)
+            api.put(service("api", cluster_ips=["10.96.0.11"]))
+            assert take(events, 1) == [("ADDED", "kube/services", "default/api")]
+        assert metrics.watch_restarts.labels("services", "expired")._value.get() == 1

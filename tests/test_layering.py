@@ -18,6 +18,7 @@ CORE = {
     "plan",
     "resources",
     "settings",
+    "slots",
     "store",
     "translate",
     "tuning",

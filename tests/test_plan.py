@@ -96,7 +96,9 @@ def test_same_cluster_is_nothing_to_do():
 )
 def test_each_kind_of_change(after, field, names, reason):
     decision = plan(model(*BASE), model(*after))
-    assert decision.action is Action.RELOAD
+    runtime = field == "servers_changed"  # endpoints moving within their slots: no reload
+    assert decision.action is (Action.RUNTIME if runtime else Action.RELOAD)
+    assert bool(decision.commands) is runtime
     assert getattr(decision.changes, field) == names
     assert reason in decision.reasons
 
@@ -127,3 +129,212 @@ def test_global_settings_force_a_reload():
     decision = plan(model(*BASE), model(*BASE), globals_changed=True)
     assert decision.action is Action.RELOAD
     assert decision.reasons == ("global settings changed",)
+
+
+# --- runtime commands and drift ------------------------------------------------------------------
+
+from kube2haproxy.model import Backend, Server, ServerState, hostport  # noqa: E402
+from kube2haproxy.plan import Observed, drift, runtime_commands  # noqa: E402
+
+PARKED = ("127.0.0.1", 1, ServerState.PARKED)
+
+
+def backend(*slots: tuple[str, int, ServerState]) -> Backend:
+    servers = tuple(
+        Server(f"s{i}", ip, port, hostport(ip, port), state)
+        for i, (ip, port, state) in enumerate(slots, 1)
+    )
+    return Backend("ns_web_http", "ns", "web", "http", servers)
+
+
+READY, DRAIN = ServerState.READY, ServerState.DRAIN
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "commands"),
+    [
+        pytest.param(
+            [PARKED],
+            [("10.0.0.1", 80, READY)],
+            [
+                "set server ns_web_http/s1 addr 10.0.0.1 port 80",
+                "set server ns_web_http/s1 state ready",
+            ],
+            id="fill-a-free-slot",
+        ),
+        pytest.param(
+            [("10.0.0.1", 80, READY)],
+            [PARKED],
+            [
+                "set server ns_web_http/s1 state maint",
+                "set server ns_web_http/s1 addr 127.0.0.1 port 1",
+            ],
+            id="park-a-slot",
+        ),
+        pytest.param(
+            [("10.0.0.1", 80, READY)],
+            [("10.0.0.1", 80, DRAIN)],
+            ["set server ns_web_http/s1 state drain"],
+            id="drain-a-terminating-endpoint",
+        ),
+        pytest.param(
+            [("10.0.0.1", 80, DRAIN)],
+            [PARKED],
+            [
+                "set server ns_web_http/s1 state maint",
+                "set server ns_web_http/s1 addr 127.0.0.1 port 1",
+            ],
+            id="drained-endpoint-gone",
+        ),
+        pytest.param(
+            [("10.0.0.1", 80, READY)],
+            [("fd00::2", 81, READY)],
+            [
+                "set server ns_web_http/s1 state maint",
+                "set server ns_web_http/s1 addr fd00::2 port 81",
+                "set server ns_web_http/s1 state ready",
+            ],
+            id="slot-moves-to-another-endpoint",
+        ),
+        pytest.param(
+            [PARKED],
+            [("10.0.0.1", 80, DRAIN)],
+            [
+                "set server ns_web_http/s1 addr 10.0.0.1 port 80",
+                "set server ns_web_http/s1 state drain",
+            ],
+            id="fill-as-draining",
+        ),
+        pytest.param(
+            [("10.0.0.1", 80, READY), PARKED], [("10.0.0.1", 80, READY), PARKED], [], id="unchanged"
+        ),
+    ],
+)
+def test_runtime_commands(before, after, commands):
+    assert runtime_commands(backend(*before), backend(*after)) == commands
+
+
+def observed(ip: str, port: int, *, maintenance: bool = False, draining: bool = False):
+    return Observed(ip, port, maintenance, draining)
+
+
+@pytest.mark.parametrize(
+    ("seen", "commands"),
+    [
+        pytest.param(
+            {"s1": observed("10.0.0.1", 80), "s2": observed("127.0.0.1", 1, maintenance=True)},
+            [],
+            id="in-step",
+        ),
+        pytest.param(
+            {
+                "s1": observed("10.0.0.1", 80, maintenance=True),
+                "s2": observed("127.0.0.1", 1, maintenance=True),
+            },
+            ["set server ns_web_http/s1 state ready"],
+            id="someone-put-it-in-maint",
+        ),
+        pytest.param(
+            {"s1": observed("10.9.9.9", 80), "s2": observed("127.0.0.1", 1, maintenance=True)},
+            [
+                "set server ns_web_http/s1 state maint",
+                "set server ns_web_http/s1 addr 10.0.0.1 port 80",
+                "set server ns_web_http/s1 state ready",
+            ],
+            id="wrong-address",
+        ),
+        pytest.param(
+            {"s1": observed("10.0.0.1", 80), "s2": observed("127.0.0.1", 1)},
+            ["set server ns_web_http/s2 state maint"],
+            id="a-parked-slot-serves",
+        ),
+        pytest.param(
+            {
+                "s1": observed("10.0.0.1", 80, draining=True),
+                "s2": observed("127.0.0.1", 1, maintenance=True),
+            },
+            ["set server ns_web_http/s1 state ready"],
+            id="drained-by-hand",
+        ),
+    ],
+)
+def test_drift_is_found_and_corrected(seen, commands):
+    from kube2haproxy.model import Model
+
+    expected = Model(backends=(backend(("10.0.0.1", 80, READY), PARKED),))
+    found = drift(expected, {("ns_web_http", name): o for name, o in seen.items()})
+    assert list(found.commands) == commands
+    assert found.empty is (not commands)
+    assert found.missing == ()
+
+
+def test_a_server_missing_in_haproxy_needs_a_reload():
+    from kube2haproxy.model import Model
+
+    expected = Model(backends=(backend(("10.0.0.1", 80, READY), PARKED),))
+    found = drift(expected, {("ns_web_http", "s1"): observed("10.0.0.1", 80)})
+    assert found.missing == ("ns_web_http/s2",) and not found.empty
+
+
+def test_slot_count_changes_need_a_reload():
+    many = [
+        *BASE[:3],
+        endpoint_slice(
+            "api",
+            endpoints=[f"10.2.0.{i}" for i in range(1, 12)],
+            ports=[("http", 8080), ("grpc", 9000)],
+        ),
+    ]
+    decision = plan(model(*BASE), model(*many))
+    assert decision.action is Action.RELOAD
+    assert decision.changes.slots_changed == ("default_api_grpc", "default_api_http")
+    assert "server slots resized: 2" in decision.reasons
+
+
+def _web(n: int, **extra):
+    return [
+        service("web", cluster_ips=["10.96.0.10"], **extra),
+        endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, n + 1)]),
+    ]
+
+
+def test_a_scale_down_keeps_the_running_slots_and_needs_no_reload():
+    from kube2haproxy.plan import fit
+
+    big, small = model(*_web(10)), model(*_web(2))
+    assert len(big.backends[0].servers) == 16 and len(small.backends[0].servers) == 8
+    fitted = fit(big, small)
+    assert len(fitted.backends[0].servers) == 16
+    assert sorted(s.address for s in fitted.backends[0].servers if not s.parked) == [
+        "10.1.0.1:8080",
+        "10.1.0.2:8080",
+    ]
+    assert plan(big, fitted).action is Action.RUNTIME
+
+
+def test_endpoints_that_no_longer_fit_grow_the_slots_with_a_reload():
+    from kube2haproxy.plan import fit
+
+    small, big = model(*_web(2)), model(*_web(10))
+    fitted = fit(small, big)
+    assert fitted == big and len(fitted.backends[0].servers) == 16
+    decision = plan(small, fitted)
+    assert decision.action is Action.RELOAD
+    assert decision.changes.slots_changed == ("default_web_http",)
+
+
+def test_filling_the_free_slots_is_still_a_runtime_update():
+    from kube2haproxy.plan import fit
+
+    before, after = model(*_web(4)), model(*_web(8))  # 8 slots; 8 endpoints need 16 to keep 4 free
+    fitted = fit(before, after)
+    assert len(fitted.backends[0].servers) == 8
+    assert plan(before, fitted).action is Action.RUNTIME
+
+
+def test_any_other_change_brings_the_slots_back_to_their_computed_count():
+    from kube2haproxy.plan import fit
+
+    big = model(*_web(10))
+    other = model(*_web(2, annotations={"kube2haproxy.io/balance": "leastconn"}))
+    assert fit(big, other) == other and len(other.backends[0].servers) == 8

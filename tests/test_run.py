@@ -120,11 +120,12 @@ def test_supervised_with_manifests(tmp_path, haproxy_bin, backends):
         manifests(cluster, vip, port, c)
         wait_for(lambda: responders(vip, port, requests=10) == {"c"}, what="the edit")
         wait_for(
-            lambda: 'reloads_total{result="success"} 2.0' in probe(listen, "/metrics")[1],
-            what="the reload counted",
+            lambda: 'runtime_updates_total{result="success"} 1.0' in probe(listen, "/metrics")[1],
+            what="the runtime update counted",
         )  # counted right after HAProxy confirmed it
         status, metrics = probe(listen, "/metrics")
         assert status == 200
+        assert 'kube2haproxy_reloads_total{result="success"} 1.0' in metrics  # the start only
         assert "kube2haproxy_services 1.0" in metrics
         assert 'kube2haproxy_source_synced{source="manifests"} 1.0' in metrics
 
@@ -140,7 +141,9 @@ def test_supervised_with_manifests(tmp_path, haproxy_bin, backends):
     records = [json.loads(line) for line in output.splitlines()]  # every line is JSON
     messages = [r["message"] for r in records]
     assert any(m.startswith("started haproxy: initial config") for m in messages)
-    assert any("reloaded haproxy: endpoints changed: 1" in m for m in messages)
+    assert any(
+        m.startswith("updated haproxy without a reload: endpoints changed: 1") for m in messages
+    )
     assert {"time", "level", "logger", "message"} <= set(records[0])
 
 
@@ -241,3 +244,35 @@ def test_liveness_fails_when_the_attached_haproxy_is_gone(tmp_path, haproxy_bin)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     assert "apply failed" in output
+
+
+def test_a_run_dir_others_can_write_is_refused(tmp_path, haproxy_bin):
+    """It holds the config HAProxy loads and the sockets a controller adopts."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kube2haproxy.cli",
+            "run",
+            "--manifests",
+            str(cluster),
+            "--haproxy-bin",
+            haproxy_bin,
+            "--run-dir",
+            str(shared),
+            "--listen",
+            "",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 7, result.stderr
+    assert "writable by it alone" in result.stderr
+    assert list(shared.iterdir()) == []

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from kube2haproxy.model import SourceRule
 from kube2haproxy.render import BUNDLED
 from tests.builders import (
+    backend_servers,
     endpoint,
     endpoint_slice,
     endpoints_v1,
@@ -327,13 +328,13 @@ def test_the_clean_cluster_exercises_every_field():
         "timeout tunnel 2h",
         "http-check send meth GET uri /healthz",
         "default-server check inter 3s rise 2 fall 4 maxconn 100 send-proxy-v2",
-        "server s1 10.1.0.1:8080",
-        "server s2 10.1.0.2:9000",
-        "server s1 10.2.0.1:8443",
         "frontend shop_web_admin",
         "backend prod_api_http",
     ]:
         assert needle in text, needle
+    assert backend_servers(text, "shop_web_http") == ["10.1.0.1:8080", "10.1.0.2:8080"]
+    assert backend_servers(text, "shop_web_admin") == ["10.1.0.1:9000", "10.1.0.2:9000"]
+    assert backend_servers(text, "shop_legacy_soap") == ["10.2.0.1:8443", "10.2.0.2:8443"]
 
 
 # --- any shape at all: whatever the input, every line has a known shape -------------------------
@@ -412,3 +413,42 @@ def test_line_shapes_are_strict_enough_to_catch_an_injection():
 
 def test_templates_directory_exists():
     assert Path(BUNDLED).is_dir()
+
+
+def test_an_alias_bomb_is_reported_in_bounded_space():
+    """YAML aliases make a tiny file a huge value: a message about it must not print it whole."""
+    from kube2haproxy.findings import shown
+
+    bomb: object = ["lol"] * 10
+    for _ in range(8):  # 10**9 leaves, a few hundred objects
+        bomb = [bomb] * 10
+    assert len(shown(bomb)) <= 90
+
+    text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefgh":
+        previous = chr(ord(level) - 1)
+        text += f"{level}: &{level} [*{previous}, *{previous}, *{previous}, *{previous}, "
+        text += f"*{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}]\n"
+    import yaml
+
+    doc = yaml.safe_load(text)
+    slice_obj = endpoint_slice("web", "shop", endpoints=[{"addresses": [doc["h"]]}])
+    result = run_loaded(service("web", "shop"), slice_obj)
+    (finding,) = [f for f in result.findings if "addresses" in f.field]
+    assert len(str(finding)) < 400
+
+
+def test_ipv4_mapped_addresses_cannot_sneak_past_the_special_ranges():
+    """::ffff:127.0.0.1 is loopback and ::ffff:0.0.0.0 the IPv4 wildcard in disguise."""
+    web = service("web", "shop", externalIPs=["::ffff:0.0.0.0", "::ffff:198.51.100.1"])
+    slices = endpoint_slice(
+        "web",
+        "shop",
+        address_type="IPv6",
+        endpoints=["::ffff:127.0.0.1", "::ffff:169.254.169.254", "fd00::1"],
+    )
+    result = run(web, slices)
+    text = render(result.model)
+    assert "ffff" not in text
+    assert backend_servers(text, "shop_web_http") == ["[fd00::1]:8080"]
+    assert len([f for f in result.warnings if "mapped" in f.message]) == 4

@@ -138,8 +138,18 @@ def test_reloads_drop_nothing_and_route_to_exactly_the_new_backends(
         ]
         with Traffic(vip, port) as traffic:
             wait_for(lambda: traffic.ok > 20, what="traffic flowing")
-            for label, objects, expected in steps:
+            for i, (label, objects, expected) in enumerate(steps):
                 applies = controller.applies
+                # Each step also changes a setting of the service: endpoint changes alone go
+                # through the runtime API (tests/test_churn.py); here every step reloads.
+                annotations = {"kube2haproxy.io/timeout-server": f"{30 + i}s"}
+                if label == "annotation and balance":
+                    annotations["kube2haproxy.io/balance"] = "leastconn"
+                source.put(
+                    service(
+                        "web", cluster_ips=[vip], ports=[("http", port)], annotations=annotations
+                    )
+                )
                 for obj in objects:
                     source.put(obj)
                 wait_for(lambda applies=applies: controller.applies > applies, what=label)
@@ -254,3 +264,46 @@ def _routes(vip: str, port: int) -> set[str]:
         return responders(vip, port, requests=5)
     except OSError:
         return set()
+
+
+def test_an_address_this_host_cannot_listen_on_blocks_nothing(tmp_path, haproxy_bin, backends):
+    """A tenant's Service asks for an external IP this host cannot bind. A reload HAProxy
+    refuses pauses every listener for ~2 s (HAProxy 2.6): the address is found before the
+    reload, left out with a warning, and every other change goes on."""
+    a, b, c, *_ = backends
+    vip, other = loopback_ip(), loopback_ip()
+    port = free_port(vip)
+    settings = replace(SETTINGS, render=RenderSettings(bind_transparent=False))
+    with serving(tmp_path, haproxy_bin, settings) as (controller, source, _):
+        source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
+        source.put(slice_of(a))
+        source.synced()
+        wait_for(controller.ready.is_set, what="the first config")
+        with Traffic(vip, port) as traffic:
+            source.put(
+                service(
+                    "tenant",
+                    "other",
+                    cluster_ips=[other],
+                    externalIPs=["192.0.2.1"],
+                    ports=[("http", port)],
+                )
+            )
+            wait_for(lambda: controller.applies == 2, what="the tenant's service")
+            cfg = (tmp_path / "haproxy.cfg").read_text()
+            assert f"bind {other}:{port}" in cfg and "192.0.2.1" not in cfg
+            source.put(slice_of(b))
+            wait_for(lambda: responders(vip, port, requests=10) == {"b"}, what="a later change")
+            source.put(
+                service(
+                    "web",
+                    cluster_ips=[vip],
+                    ports=[("http", port)],
+                    annotations={"kube2haproxy.io/balance": "leastconn"},
+                )
+            )
+            source.put(slice_of(c))
+            wait_for(lambda: responders(vip, port, requests=10) == {"c"}, what="another one")
+        assert traffic.failures == []
+        assert controller.failures == 0
+        assert controller.metrics.warnings._value.get() == 1

@@ -1,0 +1,153 @@
+"""Endpoint churn at scale, through the real pipeline (a local API server, `kube2haproxy run`
+supervising HAProxy, the official client watching), with N services x 10 endpoints served:
+
+1. latency: an endpoint change -> the first request routed to the new endpoint, with no reload
+   (p50, p99 over --changes changes; goal p99 <= 50 ms at 10,000 services);
+2. a storm: 1,000 endpoint changes over 10 s across 100 services: how many reloads (goal 0) and
+   how long after the last change HAProxy runs the final state (apply lag).
+
+    python bench/churn.py --services 10000 --changes 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import time
+
+from cluster import endpoint_slice as bench_slice
+from harness import rss_mb, serving_cluster
+
+from kube2haproxy.haproxy import MasterCLI, RuntimeAPI, parse_servers_state
+from tests.builders import endpoint_slice, service
+from tests.live import Backend, free_port
+
+
+def ask(ip: str, port: int) -> str:
+    try:
+        with socket.create_connection((ip, port), timeout=1) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        return data.rsplit(b"\r\n\r\n", 1)[-1].decode()
+    except OSError:
+        return ""
+
+
+def latency(api, vip: str, port: int, pool: list[Backend], changes: int) -> list[float]:
+    samples = []
+    current = None
+    for i in range(changes):
+        target = pool[i % len(pool)]
+        if target is current:
+            target = pool[(i + 1) % len(pool)]
+        started = time.monotonic()
+        api.put(
+            endpoint_slice(
+                "probe",
+                "bench",
+                name="probe-a",
+                endpoints=[target.ip],
+                ports=[("http", target.port)],
+            )
+        )
+        while ask(vip, port) != target.name:
+            if time.monotonic() - started > 30:
+                raise SystemExit(f"change {i}: not routed after 30 s")
+        samples.append(time.monotonic() - started)
+        current = target
+        time.sleep(0.02)
+    return samples
+
+
+def storm(api, runtime: RuntimeAPI, services: int, changes: int, seconds: float) -> float:
+    """`changes` endpoint changes spread evenly over `seconds` across `services` services;
+    returns the time from the last change until HAProxy runs the final endpoints."""
+    final: dict[int, set[str]] = {}
+    interval = seconds / changes
+    started = time.monotonic()
+    for n in range(changes):
+        index = n % services
+        obj = bench_slice(index, 10, base=1_000_000 + n * 10)
+        api.put(obj)
+        final[index] = {f"{e['addresses'][0]}:8080" for e in obj["endpoints"]}
+        delay = started + (n + 1) * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    last = time.monotonic()
+    waiting = {f"ns-{i % 50}_svc-{i}_http": want for i, want in final.items()}
+    while waiting:
+        for backend in list(waiting):
+            state = parse_servers_state(runtime.execute_raw(f"show servers state {backend}"))
+            running = {f"{s.addr}:{s.port}" for s in state.values() if s.addr != "127.0.0.1"}
+            if running == waiting[backend]:
+                del waiting[backend]
+        if time.monotonic() - last > 60:
+            raise SystemExit("the storm's final state was not reached within 60 s")
+    return time.monotonic() - last
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--services", type=int, nargs="+", default=[10000])
+    parser.add_argument("--changes", type=int, default=200)
+    parser.add_argument("--haproxy-bin", default="haproxy")
+    args = parser.parse_args()
+    pool = [Backend(f"b{i}", port=18000) for i in range(8)]
+    print(
+        f"{'services':>8} {'p50':>8} {'p99':>8} {'max':>8} {'storm reloads':>13} "
+        f"{'storm lag':>9} {'worker RSS':>10} {'slots':>7}",
+        flush=True,
+    )
+    for count in args.services:
+        with serving_cluster(
+            count,
+            10,
+            "--allow-loopback-endpoints",
+            "--log-level",
+            "warning",
+            haproxy_bin=args.haproxy_bin,
+            timeout=900,
+        ) as (api, workdir, _, _listen, _):
+            vip, port = "127.1.0.1", free_port("127.1.0.1")
+            api.put(service("probe", "bench", cluster_ips=[vip], ports=[("http", port)]))
+            api.put(
+                endpoint_slice(
+                    "probe",
+                    "bench",
+                    name="probe-a",
+                    endpoints=[pool[0].ip],
+                    ports=[("http", pool[0].port)],
+                )
+            )
+            while ask(vip, port) != "b0":  # the probe service needs one reload: a new frontend
+                time.sleep(0.05)
+            time.sleep(2)
+            master = MasterCLI(str(workdir / "run" / "master.sock"))
+            runtime = RuntimeAPI(str(workdir / "run" / "admin.sock"))
+            reloads = master.processes().reloads
+            samples = latency(api, vip, port, pool, args.changes)
+            assert master.processes().reloads == reloads, "an endpoint change reloaded"
+            lag = storm(api, runtime, services=min(100, count), changes=1000, seconds=10.0)
+            storm_reloads = master.processes().reloads - reloads
+            worker = master.processes().current_worker
+            worker_rss = rss_mb(worker)[0] if worker else 0.0
+            slots = len(runtime.servers_state())  # once, after the measurements
+        ordered = sorted(samples)
+        p99 = ordered[max(0, round(0.99 * len(ordered)) - 1)]
+        print(
+            f"{count:>8} {statistics.median(samples) * 1000:>6.1f}ms {p99 * 1000:>6.1f}ms "
+            f"{max(samples) * 1000:>6.1f}ms {storm_reloads:>13} {lag * 1000:>7.0f}ms "
+            f"{worker_rss:>7.0f} MB {slots:>7}",
+            flush=True,
+        )
+    for backend in pool:
+        backend.close()
+
+
+if __name__ == "__main__":
+    main()

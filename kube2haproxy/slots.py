@@ -1,0 +1,98 @@
+"""slots: how many server lines a backend has, and which endpoint sits in which line.
+
+Every backend is rendered with its endpoints plus spare "slots" (parked, disabled server lines),
+so that endpoint churn fills and empties slots through the runtime API instead of reloading.
+Both answers are pure functions of the current endpoints, so that the file the controller keeps
+after runtime changes is exactly what `render` gives for the same cluster, and every replica of
+an HA pool renders byte-identical output with no shared history:
+
+- the slot count grows in blocks with the number of endpoints *listed* for the port (ready or
+  not, terminating included), plus a minimum of free slots. Counting listed endpoints, not ready
+  ones, keeps a crash-looping pod from flapping the count across a block boundary;
+- an endpoint's slot comes from a hash of its address:port (CRC-32, stable everywhere; its
+  preferred slot), with linear
+  probing over the endpoints taken in order of preferred slot. An endpoint keeps its slot while
+  it exists, except when a collision in front of it clears (rare with the default headroom);
+  then it moves, exactly as a reload of the same cluster would place it.
+
+One exception keeps endpoint churn free of reloads: when only endpoints changed and they still
+fit in the slots HAProxy runs, the running slot count is kept (`plan.fit`), even if the count
+above is now smaller (a scale-down) or the free slots fewer than the minimum. The next reload
+for another reason brings the count back to the function above.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+from kube2haproxy import names
+from kube2haproxy.model import Server, ServerState, hostport
+
+PARKED_IP = "127.0.0.1"
+PARKED_PORT = 1
+PARKED_ADDRESS = hostport(PARKED_IP, PARKED_PORT)
+
+
+def slot_count(listed: int, *, free: int, block: int) -> int:
+    """Server lines for a port with `listed` endpoints: at least `free` spare, in whole blocks
+    (and at least one block: an empty service still gets slots to grow into)."""
+    wanted = listed + free
+    return max(block, -(-wanted // block) * block)
+
+
+def preferred_slot(ip: str, port: int, slots: int) -> int:
+    return zlib.crc32(f"{ip}:{port}".encode()) % slots
+
+
+def assign(endpoints: Sequence[tuple[str, int]], slots: int) -> list[int]:
+    """The slot (0-based) of each endpoint, in the order given. len(endpoints) <= slots."""
+    if len(endpoints) > slots:
+        raise ValueError(f"{len(endpoints)} endpoints do not fit in {slots} slots")
+    preferred = [preferred_slot(ip, port, slots) for ip, port in endpoints]
+    order = sorted(range(len(endpoints)), key=lambda i: (preferred[i], endpoints[i]))
+    taken = [False] * slots
+    placed = [0] * len(endpoints)
+    for i in order:
+        slot = preferred[i]
+        while taken[slot]:
+            slot = (slot + 1) % slots
+        taken[slot] = True
+        placed[i] = slot
+    return placed
+
+
+_new = tuple.__new__  # builds a Server in C; its generated __new__ is a Python function
+_parked: list[Server] = []  # slot i's parked line, shared by every backend: immutable
+
+
+def _parked_line(slot: int) -> Server:
+    while len(_parked) <= slot:
+        index = len(_parked)
+        _parked.append(
+            _new(
+                Server,
+                (
+                    names.server_name(index + 1),
+                    PARKED_IP,
+                    PARKED_PORT,
+                    PARKED_ADDRESS,
+                    ServerState.PARKED,
+                ),
+            )
+        )
+    return _parked[slot]
+
+
+def layout(endpoints: Sequence[tuple[str, int, ServerState]], count: int) -> tuple[Server, ...]:
+    """The `count` server lines of a backend: each endpoint in its slot (assign), the other
+    slots parked."""
+    lines: list[Server | None] = [None] * count
+    places = assign([(ip, port) for ip, port, _ in endpoints], count)
+    for (ip, port, state), slot in zip(endpoints, places, strict=True):
+        lines[slot] = _new(
+            Server, (names.server_name(slot + 1), ip, port, hostport(ip, port), state)
+        )
+    return tuple(
+        line if line is not None else _parked_line(slot) for slot, line in enumerate(lines)
+    )

@@ -1,0 +1,224 @@
+"""Endpoint churn without reloads, against the real HAProxy: scale up and down, roll every
+endpoint to new addresses, terminating endpoints that drain, dozens of changes in a row, all
+while a client sends requests without pause. No request fails, the master's reload counter does
+not move, and traffic reaches exactly the expected endpoints after each step."""
+
+from __future__ import annotations
+
+import http.client
+import random
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kube2haproxy.haproxy import RuntimeAPI
+from kube2haproxy.settings import RunSettings, Settings, TranslateSettings
+from tests.builders import endpoint, endpoint_slice, service
+from tests.live import Backend, Traffic, free_port, loopback_ip, responders, wait_for
+from tests.test_serve import serving
+
+SETTINGS = Settings(
+    translate=TranslateSettings(allow_loopback_endpoints=True),
+    run=RunSettings(
+        debounce_ms=30, max_delay_ms=200, runtime_debounce_ms=5, retry_ms=300, drift_check_ms=0
+    ),
+)
+
+
+def web_slice(*backends: Backend, terminating: tuple[Backend, ...] = ()) -> dict:
+    port = (backends or terminating)[0].port
+    endpoints = [endpoint(b.ip, ready=True) for b in backends] + [
+        endpoint(b.ip, ready=False, serving=True, terminating=True) for b in terminating
+    ]
+    return endpoint_slice("web", name="web-a", endpoints=endpoints, ports=[("http", port)])
+
+
+@pytest.fixture
+def fleet() -> Iterator[list[Backend]]:
+    port = free_port("127.0.0.1")
+    made = [Backend(f"b{i}", port=port, keepalive=True) for i in range(12)]
+    yield made
+    for backend in made:
+        backend.close()
+
+
+def reloads(supervisor) -> int:
+    return supervisor.master.processes().reloads
+
+
+def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
+    vip = loopback_ip()
+    port = free_port(vip)
+    b = {f"b{i}": backend for i, backend in enumerate(fleet)}
+    with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
+        source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
+        source.put(web_slice(b["b0"], b["b1"]))
+        source.synced()
+        wait_for(controller.ready.is_set, what="the first config")
+        assert reloads(supervisor) == 0
+        slots = len(controller.applied_model.backends[0].servers)
+
+        def step(label, slice_obj, expected):
+            updates = controller.runtime_updates
+            source.put(slice_obj)
+            wait_for(lambda: controller.runtime_updates > updates, what=label)
+            assert responders(vip, port) == expected, label
+
+        with Traffic(vip, port) as traffic:
+            wait_for(lambda: traffic.ok > 20, what="traffic")
+            for n in range(3, 9):  # scale up one by one, into the free slots
+                names = [f"b{i}" for i in range(n)]
+                step(f"scale up to {n}", web_slice(*(b[x] for x in names)), set(names))
+            step("scale down", web_slice(b["b2"], b["b3"]), {"b2", "b3"})
+            step("roll every endpoint", web_slice(b["b8"], b["b9"], b["b10"]), {"b8", "b9", "b10"})
+            step(
+                "one terminating",
+                web_slice(b["b9"], b["b10"], terminating=(b["b8"],)),
+                {"b9", "b10"},
+            )
+            step("terminated", web_slice(b["b9"], b["b10"]), {"b9", "b10"})
+            rng = random.Random(7)
+            for i in range(30):  # dozens of changes, faster than they can be applied one by one
+                chosen = rng.sample(fleet, rng.randint(1, 8))
+                last = {x.name for x in chosen}
+                source.put(web_slice(*chosen))
+                if i % 3 == 0:
+                    threading.Event().wait(0.02)
+            wait_for(lambda: responders(vip, port, requests=30) == last, what="the last state")
+            served = traffic.ok
+            wait_for(lambda: traffic.ok > served + 20, what="traffic after the last change")
+        assert traffic.failures == [], traffic.failures[:5]
+        assert reloads(supervisor) == 0
+        assert controller.applies == 1  # the start
+        assert len(controller.applied_model.backends[0].servers) == slots
+        assert controller.metrics.runtime_updates.labels("fallback")._value.get() == 0
+        # The file on disk is what a reload would load: it renders the running state.
+        controller._applier.flush()
+        text = (tmp_path / "haproxy.cfg").read_text()
+        assert sum(f":{fleet[0].port}" in line for line in text.splitlines()) == len(last)
+
+
+def test_a_draining_endpoint_keeps_its_open_connection(tmp_path, haproxy_bin, fleet):
+    vip = loopback_ip()
+    port = free_port(vip)
+    first, second = fleet[0], fleet[1]
+    with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
+        source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
+        source.put(web_slice(first))
+        source.synced()
+        wait_for(controller.ready.is_set, what="the first config")
+        held = http.client.HTTPConnection(vip, port, timeout=5)
+        held.request("GET", "/")
+        assert held.getresponse().read() == b"b0"  # a keep-alive connection to b0
+
+        updates = controller.runtime_updates
+        source.put(web_slice(second, terminating=(first,)))
+        wait_for(lambda: controller.runtime_updates > updates, what="b0 draining")
+        assert responders(vip, port) == {"b1"}  # no new connection goes to b0
+        for _ in range(3):  # the open one still does
+            held.request("GET", "/")
+            assert held.getresponse().read() == b"b0"
+        updates = controller.runtime_updates
+        source.put(web_slice(second))  # b0 is gone for good
+        wait_for(lambda: controller.runtime_updates > updates, what="b0 removed")
+        held.request("GET", "/")
+        assert held.getresponse().read() == b"b0"  # maintenance cuts nothing either
+        held.close()
+        assert reloads(supervisor) == 0
+
+
+def test_exhausting_the_slots_is_exactly_one_reload(tmp_path, haproxy_bin, fleet):
+    vip = loopback_ip()
+    port = free_port(vip)
+    with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
+        source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
+        source.put(web_slice(*fleet[:2]))
+        source.synced()
+        wait_for(controller.ready.is_set, what="the first config")
+        slots = len(controller.applied_model.backends[0].servers)
+        assert slots == 8
+        with Traffic(vip, port) as traffic:
+            for n in range(3, 13):
+                source.put(web_slice(*fleet[:n]))
+                wait_for(
+                    lambda n=n: responders(vip, port, requests=40) == {f"b{i}" for i in range(n)},
+                    what=f"{n} endpoints",
+                )
+        assert traffic.failures == []
+        assert reloads(supervisor) == 1
+        assert len(controller.applied_model.backends[0].servers) == 16
+        assert controller.metrics.reload_reasons.labels("slots")._value.get() == 1
+
+
+class LyingSocket:
+    """A runtime socket that refuses every command: a bad reply must cost a reload, never a
+    wrong route."""
+
+    def __init__(self, path: Path) -> None:
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(str(path))
+        self.server.listen()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"Permission denied\n\n")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_bad_runtime_reply_falls_back_to_a_reload(tmp_path, haproxy_bin, fleet):
+    vip = loopback_ip()
+    port = free_port(vip)
+    with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
+        liar = LyingSocket(tmp_path / "liar.sock")
+        controller._applier.runtime = RuntimeAPI(str(tmp_path / "liar.sock"))
+        source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
+        source.put(web_slice(fleet[0]))
+        source.synced()
+        wait_for(controller.ready.is_set, what="the first config")
+        with Traffic(vip, port) as traffic:
+            source.put(web_slice(fleet[1]))
+            wait_for(lambda: responders(vip, port) == {"b1"}, what="the change, by a reload")
+        liar.close()
+        assert traffic.failures == []
+        assert reloads(supervisor) == 1
+        assert controller.metrics.runtime_updates.labels("fallback")._value.get() == 1
+        assert controller.metrics.reload_reasons.labels("runtime_fallback")._value.get() == 1
+
+
+def test_drift_is_found_and_corrected(tmp_path, haproxy_bin, fleet):
+    vip = loopback_ip()
+    port = free_port(vip)
+    settings = replace(SETTINGS, run=replace(SETTINGS.run, drift_check_ms=200))
+    with serving(tmp_path, haproxy_bin, settings) as (controller, source, supervisor):
+        source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
+        source.put(web_slice(fleet[0], fleet[1]))
+        source.synced()
+        wait_for(controller.ready.is_set, what="the first config")
+        runtime = RuntimeAPI(str(tmp_path / "admin.sock"))
+        slot = next(
+            s.name
+            for s in controller.applied_model.backends[0].servers
+            if s.address == fleet[1].address
+        )
+        assert runtime.execute([f"set server default_web_http/{slot} state maint"]) == [""]
+        assert responders(vip, port) == {"b0"}  # someone put b1 in maintenance by hand
+        wait_for(
+            lambda: controller.metrics.drift_corrections.labels("runtime")._value.get() >= 1,
+            what="the correction",
+        )
+        assert responders(vip, port) == {"b0", "b1"}
+        assert reloads(supervisor) == 0
