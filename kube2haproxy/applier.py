@@ -14,7 +14,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +28,7 @@ from kube2haproxy.haproxy import (
     RuntimeAPI,
     Supervisor,
 )
+from kube2haproxy.model import MAP_FILES
 from kube2haproxy.plan import Observed
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ class RuntimeUpdateError(Kube2HAProxyError):
 
 
 class Applier(Protocol):
-    def apply(self, text: str, *, force: bool = False) -> ApplyReport:
-        """Make HAProxy run this config (reload even if unchanged when `force`), or raise a
-        Kube2HAProxyError saying why not."""
+    def apply(
+        self, text: str, *, force: bool = False, files: Mapping[str, str] | None = None
+    ) -> ApplyReport:
+        """Make HAProxy run this config, with the files it refers to (by name in the maps
+        directory); reload even if unchanged when `force`. Kube2HAProxyError saying why not."""
         ...
 
     def apply_runtime(
@@ -83,8 +86,11 @@ class RecordingApplier:
         self.commands: list[list[str]] = []
         self.reloads = 0
 
-    def apply(self, text: str, *, force: bool = False) -> ApplyReport:
+    def apply(
+        self, text: str, *, force: bool = False, files: Mapping[str, str] | None = None
+    ) -> ApplyReport:
         self.configs.append(text)
+        self.files = dict(files or {})
         self.reloads += 1
         return ApplyReport("recorded")
 
@@ -122,8 +128,10 @@ class HAProxyApplier:
         master: MasterCLI,
         runtime: RuntimeAPI | None = None,
         supervisor: Supervisor | None = None,
+        maps_dir: Path | None = None,
     ) -> None:
         self.config = config
+        self.maps_dir = maps_dir if maps_dir is not None else config.parent / "maps"
         self.runtime = runtime
         self.binary = binary
         self.check_timeout_s = check_timeout_s
@@ -141,7 +149,9 @@ class HAProxyApplier:
     def healthy(self) -> bool:
         return self.master.alive()
 
-    def apply(self, text: str, *, force: bool = False) -> ApplyReport:
+    def apply(
+        self, text: str, *, force: bool = False, files: Mapping[str, str] | None = None
+    ) -> ApplyReport:
         running = self.supervisor.running if self.supervisor is not None else True
         if running and text == self._running_text and not force:
             return ApplyReport("unchanged")
@@ -155,6 +165,7 @@ class HAProxyApplier:
             # A refused reload pauses every listener for ~2 s in HAProxy 2.6: do not send the
             # same config again before something changes (or a long while passed).
             raise ReloadError("HAProxy refused this exact config already; waiting for a change")
+        configfile.write_files(self.maps_dir, files or {})
         staged = configfile.Staged(self.config, text)
         started = time.monotonic()
         try:
@@ -182,6 +193,8 @@ class HAProxyApplier:
             self._restore()
             raise
         self._running_text = text
+        # Files of older configs (content-addressed maps) are not needed once this one runs.
+        configfile.prune_files(self.maps_dir, files or {}, pattern=MAP_FILES)
         return ApplyReport(outcome, check_s, time.monotonic() - started, output)
 
     def apply_runtime(

@@ -9,20 +9,33 @@ from __future__ import annotations
 
 import difflib
 import sys
+import tempfile
+import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from kube2haproxy import __version__, configfile, heap, logs, manifests, settings
+from kube2haproxy import (
+    __version__,
+    configfile,
+    dns,
+    heap,
+    keepalived,
+    logs,
+    manifests,
+    settings,
+)
 from kube2haproxy.errors import ExitCode, InputError, Kube2HAProxyError, StrictError
 from kube2haproxy.findings import Finding, Severity
 from kube2haproxy.grammar import GrammarError, duration_ms
+from kube2haproxy.model import MAP_FILES
 from kube2haproxy.render import Renderer, duration
 from kube2haproxy.store import Store
-from kube2haproxy.translate import Translation, translate
+from kube2haproxy.translate import Translation, layout_findings, pool_networks, translate
 
 F = Callable[..., Any]
 
@@ -45,11 +58,12 @@ class _DurationOption(click.Option):
         self.duration_low = duration_low
 
 
-def settings_options(*sections: str) -> Callable[[F], F]:
-    """Click options for the settings fields of the given sections."""
+def settings_options(*sections: str, only: frozenset[str] | None = None) -> Callable[[F], F]:
+    """Click options for the settings fields of the given sections (`only` these fields)."""
 
     def decorate(func: F) -> F:
-        for spec in reversed(settings.option_specs(sections)):
+        specs = [s for s in settings.option_specs(sections) if only is None or s.name in only]
+        for spec in reversed(specs):
             common: dict[str, Any] = {"help": spec.help, "envvar": spec.envvar, "show_envvar": True}
             if spec.kind is settings.ValueKind.FLAG:
                 name = spec.flag.removeprefix("--")
@@ -96,7 +110,29 @@ def settings_options(*sections: str) -> Callable[[F], F]:
 
 def settings_from(values: dict[str, Any]) -> settings.Settings:
     names = {spec.name for spec in settings.option_specs()}
-    return settings.build({k: v for k, v in values.items() if k in names})
+    config = settings.build({k: v for k, v in values.items() if k in names})
+    if config.translate.vip_mode == "pool":
+        if not config.translate.vip_cidr:
+            raise click.UsageError("--vip-mode pool needs --vip-cidr")
+        try:
+            pool_networks(config.translate)
+        except GrammarError as exc:
+            raise click.BadParameter(
+                f"{config.translate.vip_cidr!r}: {exc}", param_hint="--vip-cidr"
+            ) from exc
+    try:
+        dns.check_zone(config.publish.dns_zone)
+    except dns.ZoneError as exc:
+        raise click.BadParameter(str(exc), param_hint="--dns-zone") from exc
+    publish = config.publish
+    if publish.keepalived_config:
+        if not publish.keepalived_interface:
+            raise click.UsageError("--keepalived-config needs --keepalived-interface")
+        try:
+            keepalived.check_interface(publish.keepalived_interface)
+        except keepalived.KeepalivedError as exc:
+            raise click.BadParameter(str(exc), param_hint="--keepalived-interface") from exc
+    return config
 
 
 @click.group(
@@ -111,17 +147,35 @@ def cli() -> None:
     """Serve Kubernetes Services from a central pool of HAProxy servers."""
 
 
+def _filename_option(f: F) -> F:
+    return click.option(
+        "-f",
+        "--filename",
+        "paths",
+        multiple=True,
+        required=True,
+        metavar="PATH",
+        help="Manifest file or directory (YAML or JSON, multi-document, List kinds); "
+        "'-' reads standard input. Repeatable.",
+    )(f)
+
+
+def _load_and_translate(
+    paths: tuple[str, ...], config: settings.Settings
+) -> tuple[list[Finding], Translation]:
+    """The dry runs' input: the manifests' own findings, and their translation."""
+    loaded = manifests.load(paths)
+    store = Store()
+    for (kind, key), obj in loaded.objects.items():
+        store.put(kind, key, obj)
+    heap.settle()
+    with heap.paused():
+        translation = translate(store.snapshot(), config.translate)
+    return list(loaded.findings), translation
+
+
 @cli.command()
-@click.option(
-    "-f",
-    "--filename",
-    "paths",
-    multiple=True,
-    required=True,
-    metavar="PATH",
-    help="Manifest file or directory (YAML or JSON, multi-document, List kinds); "
-    "'-' reads standard input. Repeatable.",
-)
+@_filename_option
 @click.option(
     "-o",
     "--output",
@@ -169,15 +223,17 @@ def render(  # the dry run
     kube2haproxy render -f cluster.yaml -o haproxy.cfg --check
     """
     config = settings_from(values)
+    if output is not None and config.render.maps_dir is None:
+        config = replace(
+            config, render=replace(config.render, maps_dir=str(output.resolve().parent / "maps"))
+        )
     renderer = Renderer(config.render)  # template errors before any work
-    loaded = manifests.load(paths)
-    store = Store()
-    for (kind, key), obj in loaded.objects.items():
-        store.put(kind, key, obj)
-    heap.settle()
-    with heap.paused():
-        translation = translate(store.snapshot(), config.translate)
-    findings = [*loaded.findings, *translation.findings]
+    loaded_findings, translation = _load_and_translate(paths, config)
+    findings = [
+        *loaded_findings,
+        *translation.findings,
+        *layout_findings(translation.model, config.render.frontend_layout),
+    ]
     report(findings, verbose=verbose)
     warnings = [f for f in findings if f.severity is Severity.WARNING]
     if strict and warnings:
@@ -185,8 +241,10 @@ def render(  # the dry run
 
     with heap.paused():
         text = renderer.render(translation.model)
+    files = renderer.files(translation.model)
     check_output = ""
     if output is not None:
+        configfile.write_files(renderer.maps_dir, files)
         staged = configfile.Staged(output, text)
         try:
             if check:
@@ -199,9 +257,14 @@ def render(  # the dry run
             staged.discard()
             raise
         staged.commit()
+        configfile.prune_files(renderer.maps_dir, files, pattern=MAP_FILES)  # earlier renders' maps
     elif check:
-        check_output = configfile.check_text(
-            text, binary=config.haproxy.binary, timeout_s=config.haproxy.check_timeout_ms / 1000
+        check_output = _check_without_output(config, translation, text, files)
+    if files and output is None:
+        click.echo(
+            f"note: the config refers to {len(files)} map file(s) in {renderer.maps_dir}, "
+            "written only with -o (beside the config)",
+            err=True,
         )
     if check_output:
         click.echo(check_output, err=True)
@@ -219,6 +282,52 @@ def render(  # the dry run
         sys.exit(ExitCode.DIFFERENCES)
 
 
+@cli.command("dns")
+@_filename_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["zone", "hosts"]),
+    default="zone",
+    help="An RFC 1035 zone file, or a hosts file.",
+)
+@click.option(
+    "--serial",
+    type=click.IntRange(0, 2**32 - 1),
+    default=None,
+    help="The zone's serial (default: the current time in seconds).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Also print informational findings.")
+@settings_options("translate")
+@settings_options("publish", only=frozenset({"dns_zone", "dns_ttl_ms"}))
+def dns_command(
+    *, paths: tuple[str, ...], fmt: str, serial: int | None, verbose: bool, **values: Any
+) -> None:
+    """Print the DNS records of the services the pool serves (a dry run).
+
+    \b
+    kubectl get svc,endpointslices -A -o yaml | kube2haproxy dns -f -
+    kube2haproxy dns -f cluster.yaml --vip-mode pool --vip-cidr 10.200.0.0/16 --format hosts
+    """
+    config = settings_from(values)
+    zone = dns.check_zone(config.publish.dns_zone)
+    loaded_findings, translation = _load_and_translate(paths, config)
+    report([*loaded_findings, *translation.findings], verbose=verbose)
+    found = dns.records(translation.model, zone=zone)
+    if fmt == "hosts":
+        click.echo(dns.hosts_file(found), nl=False)
+    else:
+        click.echo(
+            dns.zone_file(
+                found,
+                zone=zone,
+                serial=serial if serial is not None else int(time.time()),
+                ttl_s=config.publish.dns_ttl_ms // 1000,
+            ),
+            nl=False,
+        )
+
+
 @cli.command()
 @click.option(
     "--manifests",
@@ -230,7 +339,7 @@ def render(  # the dry run
     help="Follow these manifest files or directories (repeatable) instead of the Kubernetes "
     "API; a file that fails to parse keeps its last good content.",
 )
-@settings_options("translate", "render", "haproxy", "run", "kube")
+@settings_options("translate", "render", "haproxy", "run", "kube", "publish")
 def run(*, manifests: tuple[str, ...], **values: Any) -> None:
     """Keep HAProxy in step with the cluster (or with manifest files).
 
@@ -247,6 +356,22 @@ def run(*, manifests: tuple[str, ...], **values: Any) -> None:
     config = settings_from(values)
     logs.setup(level=config.run.log_level, fmt=config.run.log_format)
     runner.serve(config, manifests=manifests)
+
+
+def _check_without_output(
+    config: settings.Settings, translation: Translation, text: str, files: dict[str, str]
+) -> str:
+    """`render --check` to standard output: map files go to a temporary directory, with a
+    config rendered to refer to them there."""
+    timeout_s = config.haproxy.check_timeout_ms / 1000
+    if not files:
+        return configfile.check_text(text, binary=config.haproxy.binary, timeout_s=timeout_s)
+    with tempfile.TemporaryDirectory(prefix="kube2haproxy-maps-") as tmp:
+        there = Renderer(replace(config.render, maps_dir=tmp))
+        configfile.write_files(Path(tmp), there.files(translation.model))
+        return configfile.check_text(
+            there.render(translation.model), binary=config.haproxy.binary, timeout_s=timeout_s
+        )
 
 
 def unified_diff(old_path: Path, new_text: str, *, label: str) -> str:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from kube2haproxy.errors import CheckError, EnvironmentProblem
@@ -26,13 +28,16 @@ DEFAULT_MODE = 0o644
 class Staged:
     """A config written beside its destination under a temporary name."""
 
-    def __init__(self, destination: Path, text: str) -> None:
+    def __init__(self, destination: Path, text: str, *, mode: int | None = None) -> None:
+        """`mode`: the new file's permissions; None keeps the destination's (DEFAULT_MODE for a
+        new file)."""
         self.destination = destination
         directory = destination.parent
-        try:
-            mode = destination.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = DEFAULT_MODE
+        if mode is None:
+            try:
+                mode = destination.stat().st_mode & 0o777
+            except FileNotFoundError:
+                mode = DEFAULT_MODE
         try:
             fd, name = tempfile.mkstemp(
                 prefix=f".{destination.name}.", suffix=".tmp", dir=directory
@@ -65,9 +70,9 @@ class Staged:
             self.path.unlink()
 
 
-def write_atomic(destination: Path, text: str) -> None:
-    """Replace destination with text, all or nothing."""
-    Staged(destination, text).commit()
+def write_atomic(destination: Path, text: str, *, mode: int | None = None) -> None:
+    """Replace destination with text, all or nothing (`mode`: see Staged)."""
+    Staged(destination, text, mode=mode).commit()
 
 
 def check(path: Path, *, binary: str, timeout_s: float) -> str:
@@ -92,6 +97,10 @@ def check(path: Path, *, binary: str, timeout_s: float) -> str:
     output = (result.stdout + result.stderr).strip()
     if result.returncode == 0 and output == "Configuration file is valid":
         return ""  # nothing worth repeating; warnings, if any, are returned
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        hint = " (out of memory? it parses the whole config)" if name == "SIGKILL" else ""
+        raise CheckError(f"haproxy -c was killed by {name}{hint}", output=output)
     if result.returncode != 0:
         raise CheckError(
             f"haproxy -c rejected the config (exit {result.returncode})", output=output
@@ -105,6 +114,29 @@ def check_text(text: str, *, binary: str, timeout_s: float) -> str:
         path = Path(tmp) / "haproxy.cfg"
         path.write_text(text, encoding="utf-8")
         return check(path, binary=binary, timeout_s=timeout_s)
+
+
+def write_files(directory: Path, files: Mapping[str, str]) -> None:
+    """The files a config refers to (by name in `directory`), each written atomically.
+    Their names carry a hash of their content: one that exists already is left as it is, so a
+    running config's files are never changed under it."""
+    for relative, text in files.items():
+        path = directory / relative
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EnvironmentProblem(f"{path.parent}: cannot create: {exc}") from exc
+        write_atomic(path, text)
+
+
+def prune_files(directory: Path, keep: Mapping[str, str], *, pattern: str) -> None:
+    """Remove the files matching `pattern` (relative glob) that `keep` does not name."""
+    for path in directory.glob(pattern):
+        if str(path.relative_to(directory)) not in keep:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _text(data: bytes | str | None) -> str:

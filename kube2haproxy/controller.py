@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from kube2haproxy import heap
@@ -27,7 +28,7 @@ from kube2haproxy.errors import CheckError, Kube2HAProxyError
 from kube2haproxy.findings import Finding, Severity, SkipReason
 from kube2haproxy.haproxy import HAProxyUnavailable, ReloadError
 from kube2haproxy.metrics import Metrics
-from kube2haproxy.model import Backend, Model
+from kube2haproxy.model import Backend, Model, listeners
 from kube2haproxy.plan import Action, Changes, Plan, drift, fit, patch, plan
 from kube2haproxy.render import Renderer
 from kube2haproxy.resources import Key, Kind
@@ -37,6 +38,7 @@ from kube2haproxy.translate import (
     TranslateCache,
     Translation,
     confined,
+    layout_findings,
     translate,
     translate_cached,
 )
@@ -69,8 +71,10 @@ class Controller:
         renderer: Renderer,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
+        publish: Callable[[Model], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._publish = publish  # DNS records and VRRP config, after every reload
         self._sources = sources
         self._applier = applier
         self._renderer = renderer
@@ -90,7 +94,8 @@ class Controller:
         self._drift_at: float | None = None
         # address:port pairs HAProxy could not listen on, left out of the model until a
         # retest finds them usable: one unbindable VIP must not block every later reload.
-        self._unbindable: dict[tuple[str, int], str] = {}
+        self._unbindable: dict[tuple[str, int], str] = {}  # binds left out, and why
+        self._untestable: dict[tuple[str, int], tuple[tuple[str, int], ...]] = {}  # by socket
         self._retest_at: float | None = None
         self._reported: set[Finding] = set()
         self._dirty: set[Key] = set()  # services whose objects changed since the last apply
@@ -287,34 +292,35 @@ class Controller:
         return True
 
     def _exclude_unbindable(self, model: Model) -> bool:
-        """Test-bind the addresses the model listens on that HAProxy does not yet; exclude
-        those that fail (True when any did). HAProxy 2.6 pauses every listener for ~2 s on a
-        reload that fails, so a bad address is better found before."""
-        known = (
-            set()
-            if self.applied_model is None
-            else {(b.ip, b.port) for f in self.applied_model.frontends for b in f.binds}
+        """Test-bind the sockets the model needs that HAProxy does not listen on yet; exclude
+        the addresses of those that fail (True when any did). HAProxy 2.6 pauses every listener
+        for ~2 s on a reload that fails, so a bad address is better found before."""
+        layout = self._settings.render.frontend_layout
+        known = set() if self.applied_model is None else set(listeners(self.applied_model, layout))
+        needed = listeners(model, layout)
+        bad = self._applier.unbindable(
+            set(needed) - known, transparent=self._settings.render.bind_transparent
         )
-        new = {(b.ip, b.port) for f in model.frontends for b in f.binds} - known
-        bad = self._applier.unbindable(new, transparent=self._settings.render.bind_transparent)
         if not bad:
             return False
-        self._unbindable.update(bad)
+        for socket_, why in bad.items():
+            self._unbindable.update(dict.fromkeys(needed[socket_], why))
+            self._untestable[socket_] = tuple(needed[socket_])
         self._retest_at = self._clock() + UNBINDABLE_RETEST_S
         return True
 
     def _retest_unbindable(self) -> None:
-        usable = set(self._unbindable) - set(
-            self._applier.unbindable(
-                self._unbindable, transparent=self._settings.render.bind_transparent
-            )
+        failing = self._applier.unbindable(
+            self._untestable, transparent=self._settings.render.bind_transparent
         )
-        for key in usable:
-            del self._unbindable[key]
+        usable = [s for s in self._untestable if s not in failing]
+        for socket_ in usable:
+            for bind in self._untestable.pop(socket_):
+                self._unbindable.pop(bind, None)
         if usable:
-            log.info("%d address(es) can be listened on again", len(usable))
+            log.info("%d socket(s) can be listened on again", len(usable))
             self._mark_pending()
-        self._retest_at = self._clock() + UNBINDABLE_RETEST_S if self._unbindable else None
+        self._retest_at = self._clock() + UNBINDABLE_RETEST_S if self._untestable else None
 
     def _translate(self) -> Translation:
         started = time.perf_counter()
@@ -325,6 +331,9 @@ class Controller:
                 cache=self._cache,
                 unbindable=self._unbindable,
             )
+        layout = layout_findings(translation.model, self._settings.render.frontend_layout)
+        if layout:
+            translation = replace(translation, findings=translation.findings + layout)
         self.metrics.translate_seconds.observe(time.perf_counter() - started)
         self._report(translation.findings)
         model = translation.model
@@ -389,7 +398,7 @@ class Controller:
         self, model: Model, reasons: tuple[str, ...], *counted: str, force: bool = False
     ) -> None:
         text = self._render(model)
-        report = self._applier.apply(text, force=force)
+        report = self._applier.apply(text, force=force, files=self._renderer.files(model))
         if report.check_s:
             self.metrics.validate_seconds.observe(report.check_s)
         if report.check_output:
@@ -414,6 +423,8 @@ class Controller:
                 report.reload_s,
             )
             self._schedule_drift(now=True)
+        if self._publish is not None:
+            self._publish(model)  # only reloads change addresses and ports
         self.ready.set()
 
     def check_drift(self) -> None:

@@ -27,8 +27,8 @@ from typing import Any
 import jinja2
 
 from kube2haproxy.errors import TemplateError
-from kube2haproxy.model import Model
-from kube2haproxy.settings import RENDER_RUNTIME_SOCKET, RenderSettings
+from kube2haproxy.model import Model, PortFrontend, port_frontends
+from kube2haproxy.settings import RENDER_MAPS_DIR, RENDER_RUNTIME_SOCKET, RenderSettings
 
 MAIN_TEMPLATE = "haproxy.cfg.j2"
 BUNDLED = Path(__file__).parent / "templates"
@@ -77,6 +77,8 @@ class Renderer:
     def __init__(self, settings: RenderSettings) -> None:
         if settings.runtime_socket is None:  # `run` derives it from the master socket
             settings = replace(settings, runtime_socket=RENDER_RUNTIME_SOCKET)
+        if settings.maps_dir is None:  # `run` and `render -o` put them beside the config
+            settings = replace(settings, maps_dir=RENDER_MAPS_DIR)
         self._settings = settings
         loaders: list[jinja2.BaseLoader] = []
         if settings.templates:
@@ -102,13 +104,16 @@ class Renderer:
             for name in self._env.list_templates(extensions=["j2"]):
                 self._env.get_template(name)
             self._template = self._env.get_template(MAIN_TEMPLATE)
-            self._env.get_template("frontends.j2")
-            self._env.get_template("backends.j2")
+            for name in ("frontends.j2", "backends.j2", "ports.j2", "rules.j2"):
+                self._env.get_template(name)
         except jinja2.TemplateError as exc:
             raise TemplateError(_describe(exc)) from exc
         self._head: str | None = None
         self._runs: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
         self._boundaries: dict[str, bool] = {}  # does a run end after this name
+        self._last_ports: (
+            tuple[tuple[Any, ...], tuple[PortFrontend, ...], dict[str, str]] | None
+        ) = None
 
     def render(self, model: Model) -> str:
         try:
@@ -116,7 +121,10 @@ class Renderer:
                 self._head = self._template.render(settings=self._settings)
             cache: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
             parts = [self._head]
-            for name, items in (("frontends", model.frontends), ("backends", model.backends)):
+            front: tuple[str, tuple[Any, ...]] = ("frontends", model.frontends)
+            if self._settings.frontend_layout == "per-port":
+                front = ("ports", self._ports(model)[0])
+            for name, items in (front, ("backends", model.backends)):
                 template = self._env.get_template(f"{name}.j2")
                 for run in _runs(items, self._boundaries):
                     key = tuple(map(id, run))
@@ -131,6 +139,23 @@ class Renderer:
         text = "".join(parts)
         # Block tags swallow the last newline; a config file ends with one.
         return text if text.endswith("\n") else text + "\n"
+
+    @property
+    def maps_dir(self) -> Path:
+        assert self._settings.maps_dir is not None
+        return Path(self._settings.maps_dir)
+
+    def files(self, model: Model) -> dict[str, str]:
+        """The files the config refers to (the per-port layout's maps), by name in the maps
+        directory (`maps_dir`). Their names carry a hash of their content."""
+        if self._settings.frontend_layout != "per-port":
+            return {}
+        return dict(self._ports(model)[1])
+
+    def _ports(self, model: Model) -> tuple[tuple[PortFrontend, ...], dict[str, str]]:
+        if self._last_ports is None or self._last_ports[0] is not model.frontends:
+            self._last_ports = (model.frontends, *port_frontends(model))
+        return self._last_ports[1], self._last_ports[2]
 
 
 RUN = 32  # average items per cached run

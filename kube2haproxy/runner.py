@@ -23,6 +23,7 @@ from kube2haproxy.haproxy import MasterCLI, RuntimeAPI, Supervisor
 from kube2haproxy.manifests import ManifestSource
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.probes import ProbeServer
+from kube2haproxy.publish import Publisher
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import Paths, Settings, resolve_paths
 
@@ -33,10 +34,13 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
     paths = resolve_paths(
         settings, uid=os.getuid(), environ=dict(os.environ), tmp=tempfile.gettempdir()
     )
+    maps_dir = settings.render.maps_dir or str(Path(paths.config).resolve().parent / "maps")
     settings = replace(
-        settings, render=replace(settings.render, runtime_socket=paths.runtime_socket)
+        settings,
+        render=replace(settings.render, runtime_socket=paths.runtime_socket, maps_dir=maps_dir),
     )
     renderer = Renderer(settings.render)  # template errors before anything starts
+    publisher = Publisher(settings.publish)  # and an unreadable password file
     metrics = Metrics()
     supervisor = _supervisor(settings, paths, metrics)
     master = supervisor.master if supervisor is not None else MasterCLI(paths.master_socket)
@@ -48,20 +52,30 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
         master=master,
         runtime=RuntimeAPI(paths.runtime_socket),
         supervisor=supervisor,
+        maps_dir=Path(maps_dir),
     )
     sources = _sources(settings, manifests, metrics)
     controller = Controller(
-        settings=settings, sources=sources, applier=applier, renderer=renderer, metrics=metrics
+        settings=settings,
+        sources=sources,
+        applier=applier,
+        renderer=renderer,
+        metrics=metrics,
+        publish=publisher.publish if publisher.enabled else None,
     )
     # The longest an apply may legitimately keep the loop busy: a check, a reload, a margin.
     stall_limit = (settings.haproxy.check_timeout_ms + settings.run.reload_timeout_ms) / 1000 + 60
 
+    silent = f"haproxy master {paths.master_socket} does not answer"
+
     def live() -> tuple[bool, str]:
         if controller.stalled(stall_limit):
             return False, f"controller loop stalled for more than {stall_limit:.0f}s"
-        expected = supervisor is None or supervisor.running or controller.applied_model
+        # Supervised, HAProxy is part of this process's job; attached, it is not, and restarting
+        # the controller would not bring it back (readiness reports it instead).
+        expected = supervisor is not None and (supervisor.running or controller.applied_model)
         if expected and not applier.healthy():
-            return False, f"haproxy master {paths.master_socket} does not answer"
+            return False, silent
         return True, "ok"
 
     def ready() -> tuple[bool, str]:
@@ -69,6 +83,8 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
             return False, "waiting for the initial sync"
         if not controller.ready.is_set():
             return False, "no config applied yet"
+        if not applier.healthy():
+            return False, silent
         return True, "ok"
 
     probes = None

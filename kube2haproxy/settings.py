@@ -46,6 +46,24 @@ class TranslateSettings:
             "unset, every labelled Service is skipped, as kube-proxy does.",
         ),
     )
+    vip_mode: str = field(
+        default="cluster-ip",
+        metadata=_opt(
+            "--vip-mode",
+            "cluster-ip: listen on each service's clusterIPs (route the service CIDR to the pool); "
+            "pool: give each service an address from --vip-cidr.",
+            ValueKind.CHOICE,
+            choices=("cluster-ip", "pool"),
+        ),
+    )
+    vip_cidr: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--vip-cidr",
+            "The pool's networks for --vip-mode pool: comma-separated, at most one IPv4 and one "
+            "IPv6 (each service gets an address from each).",
+        ),
+    )
     # A central pool must never forward to itself: the API server rejects loopback endpoints, and
     # manifests get the same rule unless a local demo or test asks otherwise.
     allow_loopback_endpoints: bool = field(
@@ -114,6 +132,27 @@ class RenderSettings:
             ValueKind.PATH,
         ),
     )
+    # Per-service: one socket per VIP and port (15,000 services exhausted 20,000 descriptors).
+    frontend_layout: str = field(
+        default="per-service",
+        metadata=_opt(
+            "--frontend-layout",
+            "per-service: a frontend per service port on its VIPs; per-port: a frontend per "
+            "distinct port on every address, routing on the destination through a map (sockets "
+            "grow with ports, not services).",
+            ValueKind.CHOICE,
+            choices=("per-service", "per-port"),
+        ),
+    )
+    maps_dir: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--maps-dir",
+            "Where the per-port layout's map files go (absolute). Unset: maps/ beside the config "
+            "(render to standard output: /etc/haproxy/maps).",
+            ValueKind.PATH,
+        ),
+    )
     # A pool member must be able to listen on VIPs it does not hold yet: a VRRP backup, or a
     # host whose service CIDR is routed but not configured. HAProxy's `transparent` sets
     # IP_TRANSPARENT, or IP_FREEBIND without CAP_NET_ADMIN: no privilege is needed.
@@ -135,6 +174,18 @@ class RenderSettings:
             ValueKind.INT,
             low=0,
             high=10_000_000,
+        ),
+    )
+    # Each thread holds its own per-server state: a worker's memory grows with its threads
+    # (the README's figures are for two). 0 keeps HAProxy's own choice, one per CPU it may use.
+    nbthread: int = field(
+        default=0,
+        metadata=_opt(
+            "--nbthread",
+            "HAProxy worker threads; 0 lets HAProxy use one per CPU available to it.",
+            ValueKind.INT,
+            low=0,
+            high=64,
         ),
     )
     timeout_connect_ms: int = field(
@@ -391,12 +442,98 @@ class KubeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishSettings:
+    """Where services live, published: DNS records and the VRRP configuration (`run`; the DNS
+    zone and TTL also for `dns`)."""
+
+    dns_zone: str = field(
+        default="cluster.local",
+        metadata=_opt("--dns-zone", "Records are <service>.<namespace>.svc.<this zone>."),
+    )
+    # The controller updates the files within a second of a change; resolvers may cache as
+    # long as this.
+    dns_ttl_ms: int = field(
+        default=30_000,
+        metadata=_opt("--dns-ttl", "TTL of the records.", ValueKind.DURATION, low=1_000),
+    )
+    dns_hosts_file: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--dns-hosts-file", "Keep this hosts file (CoreDNS `hosts`) up to date.", ValueKind.PATH
+        ),
+    )
+    dns_zone_file: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--dns-zone-file",
+            "Keep this RFC 1035 zone file (CoreDNS `file`) up to "
+            "date; its serial increases on every change.",
+            ValueKind.PATH,
+        ),
+    )
+    keepalived_config: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--keepalived-config",
+            "Keep this keepalived.conf up to date with the "
+            "VIPs (VRRP failover of the pool) and reload keepalived when they change.",
+            ValueKind.PATH,
+        ),
+    )
+    keepalived_interface: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--keepalived-interface",
+            "The interface VRRP runs on and the VIPs go to (required with --keepalived-config).",
+        ),
+    )
+    keepalived_router_id: int = field(
+        default=51,
+        metadata=_opt(
+            "--keepalived-router-id",
+            "VRRP virtual router id of the IPv4 VIPs (the "
+            "IPv6 ones use the next); the same on every host of a pool.",
+            ValueKind.INT,
+            low=1,
+            high=254,
+        ),
+    )
+    keepalived_priority: int = field(
+        default=100,
+        metadata=_opt(
+            "--keepalived-priority",
+            "This host's VRRP priority (the highest alive holds the VIPs).",
+            ValueKind.INT,
+            low=1,
+            high=254,
+        ),
+    )
+    keepalived_password_file: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--keepalived-password-file",
+            "File holding the VRRP password (1-8 characters); unset: no authentication.",
+            ValueKind.PATH,
+        ),
+    )
+    keepalived_pidfile: str = field(
+        default="/run/keepalived.pid",
+        metadata=_opt(
+            "--keepalived-pidfile",
+            "keepalived's pid file: it gets SIGHUP (reload) when the VIP set changes.",
+            ValueKind.PATH,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     translate: TranslateSettings = field(default_factory=TranslateSettings)
     render: RenderSettings = field(default_factory=RenderSettings)
     haproxy: HAProxySettings = field(default_factory=HAProxySettings)
     run: RunSettings = field(default_factory=RunSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +560,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "haproxy": HAProxySettings,
     "run": RunSettings,
     "kube": KubeSettings,
+    "publish": PublishSettings,
 }
 
 
@@ -495,3 +633,4 @@ def resolve_paths(settings: Settings, *, uid: int, environ: dict[str, str], tmp:
 
 
 RENDER_RUNTIME_SOCKET = "/run/haproxy/admin.sock"  # what `render` writes when unset
+RENDER_MAPS_DIR = "/etc/haproxy/maps"  # where `render` to standard output says the maps are

@@ -9,12 +9,14 @@ No I/O, no clock: the same snapshot always yields the same model.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from kube2haproxy import grammar, names, slots, tuning
+from kube2haproxy import vips as vips_mod
 from kube2haproxy.findings import Finding, SkipReason, info, shown, subject, warning
 from kube2haproxy.model import (
     Affinity,
@@ -53,8 +55,9 @@ class Claim(IntEnum):
     """How a service came to bind an address; on a conflict the lowest wins."""
 
     CLUSTER_IP = 0
-    LOAD_BALANCER = 1
-    EXTERNAL_IP = 2
+    POOL = 1
+    LOAD_BALANCER = 2
+    EXTERNAL_IP = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class ServiceResult:
     findings: tuple[Finding, ...] = ()
     vips: tuple[Vip, ...] = ()
     created: str = ""  # creationTimestamp; older services win address conflicts
+    pool: vips_mod.Claim | None = None  # --vip-mode pool: its claim on a pool address
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +150,7 @@ def translate(
     ]
     if cache is not None and len(cache) > len(snapshot.services):
         cache.retain(snapshot.services)
-    return assemble(results, unbindable=unbindable)
+    return assemble(results, unbindable=unbindable, pool=pool_networks(settings))
 
 
 def translate_cached(
@@ -186,13 +190,34 @@ def confined(old: ServiceResult, new: ServiceResult) -> bool:
     )
 
 
+def pool_networks(settings: TranslateSettings) -> tuple[vips_mod.IPNetwork, ...]:
+    """The --vip-cidr networks in --vip-mode pool, else none. GrammarError when invalid (the CLI
+    checks them first): a comma-separated list, at most one network per family."""
+    if settings.vip_mode != "pool" or not settings.vip_cidr:
+        return ()
+    return _parse_networks(settings.vip_cidr)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_networks(text: str) -> tuple[vips_mod.IPNetwork, ...]:
+    networks = tuple(grammar.cidr(item.strip()) for item in text.split(","))
+    if len({n.version for n in networks}) != len(networks):
+        raise grammar.GrammarError("expected at most one IPv4 and one IPv6 network")
+    return networks
+
+
 def assemble(
-    results: Iterable[ServiceResult], *, unbindable: Mapping[tuple[str, int], str] | None = None
+    results: Iterable[ServiceResult],
+    *,
+    unbindable: Mapping[tuple[str, int], str] | None = None,
+    pool: Sequence[vips_mod.IPNetwork] = (),
 ) -> Translation:
-    """Merge per-service results into one model, settling address:port conflicts and leaving
-    out the addresses this host cannot listen on."""
+    """Merge per-service results into one model: pool addresses allocated, address:port
+    conflicts settled, the addresses this host cannot listen on left out."""
     results = list(results)
     findings = [f for r in results for f in r.findings]
+    if pool:
+        results = _allocate_pool(results, pool, findings)
     lost = _settle_conflicts(results, findings)
     if unbindable:
         lost |= _unbindable(results, unbindable, findings)
@@ -215,11 +240,12 @@ def assemble(
             keys = {f.port_key for f in kept}
             entry = result.entry
             vips = tuple(ip for ip in entry.vips if ip in bound)
+            primary = tuple(ip for ip in entry.primary if ip in bound)
             ports = tuple(
                 p for p in entry.ports if names.port_key(name=p.name, port=p.port) in keys
             )
-            if (vips, ports) != (entry.vips, entry.ports):
-                entry = replace(entry, vips=vips, ports=ports)
+            if (vips, ports, primary) != (entry.vips, entry.ports, entry.primary):
+                entry = replace(entry, vips=vips, ports=ports, primary=primary)
             entries.append(entry)
     model = Model(
         frontends=tuple(sorted(frontends, key=lambda f: f.name)),
@@ -258,6 +284,62 @@ def _settle_conflicts(
                 )
             )
     return lost
+
+
+def _allocate_pool(
+    results: list[ServiceResult], pool: Sequence[vips_mod.IPNetwork], findings: list[Finding]
+) -> list[ServiceResult]:
+    claims = [r.pool for r in results if r.pool is not None]
+    allocated, refused = vips_mod.allocate(claims, pool)
+    for refusal in refused:
+        findings.append(
+            warning(
+                subject("Service", refusal.namespace, refusal.name),
+                f"metadata.annotations[{VIP}]",
+                f"pool address {refusal.address} belongs to the older Service {refusal.holder}; "
+                f"not bound (set {VIP} to another address of --vip-cidr)",
+            )
+        )
+    out = []
+    for result in results:
+        claim = result.pool
+        addresses = allocated.get((claim.namespace, claim.name), ()) if claim else ()
+        if not addresses:
+            out.append(result)
+            continue
+        pool_vips = tuple(Vip(ip, Claim.POOL) for ip in addresses)
+        frontends = tuple(
+            replace(f, binds=tuple(Bind(ip, f.port) for ip in addresses) + f.binds)
+            for f in result.frontends
+        )
+        entry = result.entry
+        if entry is not None:
+            entry = replace(entry, vips=addresses + entry.vips, primary=addresses)
+        out.append(replace(result, frontends=frontends, entry=entry, vips=pool_vips + result.vips))
+    return out
+
+
+VIP = tuning.PREFIX + "vip"
+
+
+def layout_findings(model: Model, layout: str) -> tuple[Finding, ...]:
+    """What the frontend layout cannot honour: with per-port, frontends are shared by every
+    service on a port, so a per-service client timeout has nowhere to go (HAProxy 2.6 sets
+    `timeout client` per frontend only)."""
+    if layout != "per-port":
+        return ()
+    services = {
+        (f.namespace, f.service) for f in model.frontends if f.client_timeout_ms is not None
+    }
+    return tuple(
+        warning(
+            subject("Service", namespace, name),
+            f"metadata.annotations[{tuning.PREFIX}timeout-client]",
+            "has no effect with --frontend-layout per-port (the port's frontend is shared); "
+            "--timeout-client applies",
+        )
+        for namespace, name in sorted(services)
+    )
 
 
 def _unbindable(
@@ -331,18 +413,42 @@ def _translate_service(
         return ServiceResult(findings=(info(who, field_path, message, reason),))
 
     findings: list[Finding] = []
-    vips = service_vips(service, who=who, findings=findings)
-    if not vips:
-        findings.append(
-            warning(who, "spec.clusterIPs", "no usable VIP; service skipped", SkipReason.NO_VIP)
-        )
-        return ServiceResult(findings=tuple(findings))
-
     options, annotation_findings = tuning.parse(
         string_map(meta, "annotations", "metadata.annotations"), subject=who
     )
     findings.extend(annotation_findings)
-    affinity = _affinity(spec, vips, who, findings, settings)
+    networks = pool_networks(settings)
+    vips = service_vips(service, who=who, findings=findings, cluster_ips=not networks)
+    created = grammar.timestamp(meta.get("creationTimestamp")) or ""
+    pool = None
+    if networks:
+        requested = tuple(
+            ip
+            for ip in options.vips
+            if any(vips_mod.holds(n, grammar.ip_literal(ip)) for n in networks)
+        )
+        if requested != options.vips:
+            findings.append(
+                warning(
+                    who,
+                    f"metadata.annotations[{VIP}]",
+                    "an address outside --vip-cidr (or its network or broadcast address) is "
+                    "ignored",
+                )
+            )
+        pool = vips_mod.Claim(key.namespace, key.name, created, requested)
+    elif options.vips:
+        findings.append(
+            warning(who, f"metadata.annotations[{VIP}]", "has no effect unless --vip-mode is pool")
+        )
+    if not vips and pool is None:
+        findings.append(
+            warning(who, "spec.clusterIPs", "no usable VIP; service skipped", SkipReason.NO_VIP)
+        )
+        return ServiceResult(findings=tuple(findings))
+    affinity = _affinity(
+        spec, vips, who, findings, settings, ipv6=any(n.version == 6 for n in networks)
+    )
     source_rules = _source_rules(spec, options.source_ranges, vips, who, findings)
     check = None
     if options.check is not CheckKind.NONE:
@@ -406,6 +512,7 @@ def _translate_service(
                 server_maxconn=options.server_maxconn,
                 proxy_protocol=options.proxy_protocol,
                 affinity=affinity,
+                source_rules=source_rules,
             )
         )
         frontends.append(
@@ -417,6 +524,7 @@ def _translate_service(
                 protocol=port.protocol,
                 binds=tuple(Bind(v.ip, port.port) for v in vips),
                 backend=name,
+                port=port.port,
                 client_timeout_ms=options.client_timeout_ms,
                 source_rules=source_rules,
             )
@@ -430,9 +538,16 @@ def _translate_service(
             )
         )
         return ServiceResult(findings=tuple(findings))
-    entry = ServiceEntry(key.namespace, key.name, tuple(v.ip for v in vips), tuple(served))
-    created = grammar.timestamp(meta.get("creationTimestamp")) or ""
-    return ServiceResult(tuple(frontends), tuple(backends), entry, tuple(findings), vips, created)
+    entry = ServiceEntry(
+        key.namespace,
+        key.name,
+        tuple(v.ip for v in vips),
+        tuple(served),
+        primary=tuple(v.ip for v in vips if v.claim is Claim.CLUSTER_IP),
+    )
+    return ServiceResult(
+        tuple(frontends), tuple(backends), entry, tuple(findings), vips, created, pool
+    )
 
 
 def _skip_reason(
@@ -460,24 +575,23 @@ def _skip_reason(
     return None
 
 
-def service_vips(service: JSON, *, who: str, findings: list[Finding]) -> tuple[Vip, ...]:
-    """The addresses a service is bound on: spec.clusterIPs (or clusterIP), spec.externalIPs and
-    status.loadBalancer.ingress[].ip, in that order, each once. The one place VIPs are chosen."""
+def service_vips(
+    service: JSON, *, who: str, findings: list[Finding], cluster_ips: bool = True
+) -> tuple[Vip, ...]:
+    """The addresses a service is bound on: spec.clusterIPs (or clusterIP; unless `cluster_ips`
+    is false: --vip-mode pool), spec.externalIPs and status.loadBalancer.ingress[].ip, in that
+    order, each once. With pool addresses (assemble), the one place VIPs are chosen."""
     spec = get_dict(service, "spec", "spec")
     status = get_dict(service, "status", "status")
-    cluster_ips = get_list(spec, "clusterIPs", "spec.clusterIPs")
-    cluster_path = "spec.clusterIPs"
-    if not cluster_ips:
-        single = get_str(spec, "clusterIP", "spec.clusterIP")
-        cluster_ips, cluster_path = ([single] if single else []), "spec.clusterIP"
-    sources: list[tuple[Claim, str, object]] = [
-        (
-            Claim.CLUSTER_IP,
-            f"{cluster_path}[{i}]" if cluster_path.endswith("s") else cluster_path,
-            ip,
-        )
-        for i, ip in enumerate(cluster_ips)
-    ]
+    sources: list[tuple[Claim, str, object]] = []
+    if cluster_ips:
+        listed = get_list(spec, "clusterIPs", "spec.clusterIPs")
+        if listed:
+            sources += [
+                (Claim.CLUSTER_IP, f"spec.clusterIPs[{i}]", ip) for i, ip in enumerate(listed)
+            ]
+        elif single := get_str(spec, "clusterIP", "spec.clusterIP"):
+            sources.append((Claim.CLUSTER_IP, "spec.clusterIP", single))
     sources += [
         (Claim.EXTERNAL_IP, f"spec.externalIPs[{i}]", ip)
         for i, ip in enumerate(get_list(spec, "externalIPs", "spec.externalIPs"))
@@ -511,7 +625,10 @@ def _affinity(
     who: str,
     findings: list[Finding],
     settings: TranslateSettings,
+    *,
+    ipv6: bool = False,
 ) -> Affinity | None:
+    """`ipv6`: the service will get an IPv6 pool address too."""
     mode = get_str(spec, "sessionAffinity", "spec.sessionAffinity")
     if mode in (None, "None"):
         return None
@@ -538,7 +655,7 @@ def _affinity(
                     f"{shown(raw)}: {exc}; using {DEFAULT_AFFINITY_TIMEOUT_S}",
                 )
             )
-    table_type = "ipv6" if any(":" in v.ip for v in vips) else "ip"
+    table_type = "ipv6" if ipv6 or any(":" in v.ip for v in vips) else "ip"
     return Affinity(table_type, timeout, settings.affinity_table_size)
 
 

@@ -38,9 +38,21 @@ class ServiceOptions:
     proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
     source_ranges: tuple[str, ...] | None = None  # None: every source; (): none
     slots_free: int | None = None  # None: --slots-free
+    vips: tuple[str, ...] = ()  # pool addresses asked for (canonical text), one per family
 
 
 DEFAULTS = ServiceOptions()
+
+
+def vip_request(value: str) -> tuple[str, ...]:
+    """One or two comma-separated addresses, at most one per family."""
+    items = [item.strip(" ") for item in value.split(",")]
+    if not 1 <= len(items) <= 2:
+        raise grammar.GrammarError("expected an address, or an IPv4 and an IPv6 one")
+    ips = [grammar.ip_literal(item) for item in items]
+    if len({ip.version for ip in ips}) != len(ips):
+        raise grammar.GrammarError("expected at most one address per family")
+    return tuple(str(ip) for ip in sorted(ips, key=lambda ip: ip.version))
 
 
 def source_ranges(value: str) -> tuple[str, ...]:
@@ -168,6 +180,13 @@ ANNOTATIONS: tuple[Annotation, ...] = (
         "value of --slots-free, 4 by default",
         "Free server slots kept beyond the listed endpoints: endpoint changes that fit are "
         "applied without a reload.",
+    ),
+    Annotation(
+        "vip",
+        "vips",
+        vip_request,
+        "hashed from namespace/name",
+        "With --vip-mode pool: the pool address(es) to use, inside --vip-cidr (one per family).",
     ),
     Annotation(
         "source-ranges",

@@ -727,3 +727,61 @@ def test_a_duration_setting_that_may_be_zero_accepts_zero() -> None:
     assert (config.run.drift_check_ms, config.run.debounce_ms) == (0, 50)
     with pytest.raises(click.BadParameter):
         cli.run.make_context("run", ["--debounce", "0"])
+
+
+# --- the per-port layout: a config and the map files it refers to -------------------------------
+
+
+def test_per_port_render_writes_its_maps_beside_the_output(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    output = tmp_path / "out" / "haproxy.cfg"
+    output.parent.mkdir()
+    stale = tmp_path / "out" / "maps" / "port-80-000000000000.map"
+    stale.parent.mkdir()
+    stale.write_text("10.0.0.1 gone\n")
+    args = ["render", "-f", EXAMPLES, "--frontend-layout", "per-port", "-o", output, "--check"]
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    text = output.read_text()
+    maps = sorted((tmp_path / "out" / "maps").glob("*.map"))
+    assert maps and stale not in maps, "an earlier render's map is removed"
+    for path in maps:
+        assert f"map_ip({path})" in text
+        for line in path.read_text().splitlines():
+            _address, backend = line.split()
+            assert f"\nbackend {backend}\n" in text
+    assert "frontend port_80\n    bind 0.0.0.0:80\n" in text
+    assert "bind 10.96.12.40:80" not in text
+
+
+def test_per_port_check_to_stdout_uses_a_temporary_maps_directory(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(
+        capsys, "render", "-f", EXAMPLES, "--frontend-layout", "per-port", "--check"
+    )
+    assert code == 0, err
+    assert "map_ip(/etc/haproxy/maps/port-80-" in out  # where `run` would put them
+    assert "written only with -o" in err
+    assert err.splitlines()[-1].endswith("haproxy -c: valid")
+
+
+def test_per_port_layout_reports_a_client_timeout_it_cannot_apply(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "svc.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n"
+        "  annotations: {kube2haproxy.io/timeout-client: 5m}\n"
+        "spec: {clusterIP: 10.96.0.5, ports: [{name: http, port: 80}]}\n"
+    )
+    code, out, err = run(capsys, "render", "-f", manifest, "--frontend-layout", "per-port")
+    assert code == 0
+    assert "timeout client 5m" not in out
+    assert (
+        "warning: Service shop/web: metadata.annotations[kube2haproxy.io/timeout-client]: "
+        "has no effect with --frontend-layout per-port" in err
+    )
+    code, out, _ = run(capsys, "render", "-f", manifest)
+    assert "timeout client 5m" in out

@@ -243,6 +243,16 @@ def test_check_with_a_non_executable_binary_is_an_environment_problem(tmp_path: 
         configfile.check(path, binary=str(binary), timeout_s=30)
 
 
+def test_a_check_killed_by_the_kernel_says_so(tmp_path: Path) -> None:
+    """The OOM killer's SIGKILL is not HAProxy rejecting the config."""
+    binary = fake_binary(tmp_path, "echo parsing\nkill -KILL $$")
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(valid_config(tmp_path))
+    with pytest.raises(CheckError, match=r"killed by SIGKILL \(out of memory\?") as caught:
+        configfile.check(path, binary=str(binary), timeout_s=30)
+    assert caught.value.output == "parsing"
+
+
 def test_check_timeout_raises_check_error_with_partial_output(tmp_path: Path) -> None:
     binary = fake_binary(tmp_path, "echo still parsing\nexec sleep 30")
     path = tmp_path / "haproxy.cfg"

@@ -32,11 +32,13 @@ class FlakyApplier(RecordingApplier):
         self.failures: list[Exception] = []
         self.attempts = 0
 
-    def apply(self, text: str, *, force: bool = False) -> ApplyReport:
+    def apply(
+        self, text: str, *, force: bool = False, files: dict[str, str] | None = None
+    ) -> ApplyReport:
         self.attempts += 1
         if self.failures:
             raise self.failures.pop(0)
-        return super().apply(text, force=force)
+        return super().apply(text, force=force, files=files)
 
 
 @contextmanager

@@ -10,9 +10,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kube2haproxy"
 
 # Pure modules: values and functions of values (settings and errors are plain declarations).
 CORE = {
+    "dns",
     "errors",
     "findings",
     "grammar",
+    "keepalived",
     "model",
     "names",
     "plan",
@@ -22,6 +24,7 @@ CORE = {
     "store",
     "translate",
     "tuning",
+    "vips",
 }
 EDGE = {
     "__init__",
@@ -36,6 +39,7 @@ EDGE = {
     "manifests",
     "metrics",
     "probes",
+    "publish",
     "render",
     "runner",
 }

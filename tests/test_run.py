@@ -7,6 +7,7 @@ alone until synced and leaves HAProxy serving when it exits."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -147,6 +148,23 @@ def test_supervised_with_manifests(tmp_path, haproxy_bin, backends):
     assert {"time", "level", "logger", "message"} <= set(records[0])
 
 
+def attached(tmp: Path, cfg: Path, haproxy_bin: str, listen: int) -> list[str]:
+    """The controller's arguments beside the sidecar's HAProxy (master socket in tmp)."""
+    return [
+        "--master-socket",
+        str(tmp / "master.sock"),
+        "--config",
+        str(cfg),
+        "--haproxy-bin",
+        haproxy_bin,
+        "--listen",
+        f"127.0.0.1:{listen}",
+        "--allow-loopback-endpoints",
+        "--debounce",
+        "20ms",
+    ]
+
+
 @pytest.fixture
 def sidecar(tmp_path, haproxy_bin) -> Iterator[Supervisor]:
     """An HAProxy started by someone else, as the sidecar container does."""
@@ -184,19 +202,7 @@ def test_attached_leaves_the_file_until_synced_and_haproxy_running_on_exit(
             }
         )
     )
-    common = [
-        "--master-socket",
-        str(tmp_path / "master.sock"),
-        "--config",
-        str(cfg),
-        "--haproxy-bin",
-        haproxy_bin,
-        "--listen",
-        f"127.0.0.1:{listen}",
-        "--allow-loopback-endpoints",
-        "--debounce",
-        "20ms",
-    ]
+    common = attached(tmp_path, cfg, haproxy_bin, listen)
     with controller("--kubeconfig", str(kubeconfig), *common) as process:
         wait_for(lambda: probe(listen, "/healthz")[0] == 200, what="liveness")
         assert probe(listen, "/readyz") == (503, "waiting for the initial sync\n")
@@ -218,7 +224,9 @@ def test_attached_leaves_the_file_until_synced_and_haproxy_running_on_exit(
     assert "frontend demo_web_http" in cfg.read_text()
 
 
-def test_liveness_fails_when_the_attached_haproxy_is_gone(tmp_path, haproxy_bin):
+def test_an_attached_haproxy_that_is_gone_makes_the_controller_unready_not_dead(
+    tmp_path, haproxy_bin
+):
     listen = free_port("127.0.0.1")
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text("")
@@ -234,16 +242,37 @@ def test_liveness_fails_when_the_attached_haproxy_is_gone(tmp_path, haproxy_bin)
         "--listen",
         f"127.0.0.1:{listen}",
     ) as process:
-        wait_for(lambda: probe(listen, "/healthz")[0] == 503, what="a failing liveness")
-        assert "does not answer" in probe(listen, "/healthz")[1]
         wait_for(
             lambda: 'result="reload_failed"} 1.0' in probe(listen, "/metrics")[1],
             what="the failed apply",
         )
-        assert probe(listen, "/readyz")[0] == 503  # the reload cannot be confirmed
+        assert probe(listen, "/readyz") == (503, "no config applied yet\n")
+        # A restart of the controller would not bring HAProxy back: it stays alive.
+        assert probe(listen, "/healthz") == (200, "ok\n")
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     assert "apply failed" in output
+
+
+def test_readiness_follows_the_attached_haproxy(tmp_path, haproxy_bin, backends, sidecar):
+    a, _, _ = backends
+    vip, listen = loopback_ip(), free_port("127.0.0.1")
+    port = free_port(vip)
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(haproxy_config(tmp_path, vip, port, [a]))
+    sidecar.start(ready_timeout_s=10)
+    cluster = tmp_path / "cluster.yaml"
+    manifests(cluster, vip, port, a)
+    with controller(
+        "--manifests", str(cluster), *attached(tmp_path, cfg, haproxy_bin, listen)
+    ) as process:
+        wait_for(lambda: probe(listen, "/readyz")[0] == 200, what="readiness")
+        sidecar.stop(grace_s=2)
+        wait_for(lambda: probe(listen, "/readyz")[0] == 503, timeout=45, what="unready")
+        assert "does not answer" in probe(listen, "/readyz")[1]
+        assert probe(listen, "/healthz") == (200, "ok\n")
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
 
 
 def test_a_run_dir_others_can_write_is_refused(tmp_path, haproxy_bin):
@@ -276,3 +305,58 @@ def test_a_run_dir_others_can_write_is_refused(tmp_path, haproxy_bin):
     assert result.returncode == 7, result.stderr
     assert "writable by it alone" in result.stderr
     assert list(shared.iterdir()) == []
+
+
+def test_run_keeps_the_dns_files_up_to_date(tmp_path, haproxy_bin, backends):
+    import dns.zone
+
+    a, _, _ = backends
+    pool = "127.78.0.0/24"
+    port = free_port("127.0.0.1")
+    cluster = tmp_path / "cluster" / "web.yaml"
+    cluster.parent.mkdir()
+    manifests(cluster, loopback_ip(), port, a)
+    zone_file, hosts_file = tmp_path / "dns" / "cluster.local.zone", tmp_path / "dns" / "hosts"
+    zone_file.parent.mkdir()
+    with controller(
+        "--manifests",
+        str(cluster.parent),
+        "--haproxy-bin",
+        haproxy_bin,
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--listen",
+        "",
+        "--allow-loopback-endpoints",
+        "--debounce",
+        "20ms",
+        "--vip-mode",
+        "pool",
+        "--vip-cidr",
+        pool,
+        "--dns-zone-file",
+        str(zone_file),
+        "--dns-hosts-file",
+        str(hosts_file),
+    ) as process:
+        wait_for(hosts_file.exists, timeout=20, what="the hosts file")
+        (line,) = hosts_file.read_text().splitlines()[1:]
+        address, name = line.split()
+        assert name == "web.demo.svc.cluster.local"
+        assert ipaddress.ip_address(address) in ipaddress.ip_network(pool)
+        assert responders(address, port, requests=5) == {"a"}  # DNS names what is served
+        zone = dns.zone.from_text(zone_file.read_text(), origin="cluster.local")
+        first = zone.get_rdataset("@", "SOA")[0].serial
+
+        # A second service: both files follow, and the serial goes up.
+        more = yaml.safe_dump(service("api", "demo", cluster_ips=[loopback_ip()]))
+        (cluster.parent / "api.yaml").write_text(more)
+        wait_for(lambda: "api.demo.svc" in hosts_file.read_text(), timeout=20, what="api")
+        wait_for(lambda: "api.demo.svc" in zone_file.read_text(), timeout=5, what="zone")
+        zone = dns.zone.from_text(zone_file.read_text(), origin="cluster.local")
+        assert zone.get_rdataset("@", "SOA")[0].serial > first
+        assert zone.get_rdataset("web.demo.svc", "A")[0].to_text() == address  # never moves
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "published 2 DNS records" in output

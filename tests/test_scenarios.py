@@ -9,6 +9,7 @@ Regenerate on purpose only, then read the diff:
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from kube2haproxy.errors import ExitCode
 ROOT = Path(__file__).parent / "scenarios"
 SCENARIOS = sorted(p.name for p in ROOT.iterdir() if (p / "input").exists())
 UPDATE = os.environ.get("KUBE2HAPROXY_UPDATE_GOLDEN") == "1"
+MAPS = Path("/tmp/kube2haproxy-scenario-maps")  # the per-port scenario's --maps-dir
 
 
 def flags(scenario: Path) -> list[str]:
@@ -42,19 +44,33 @@ def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_scenario_renders_its_expected_config_and_findings(name, capsys, monkeypatch):
+def test_scenario_renders_its_expected_config_and_findings(name, capsys, monkeypatch, tmp_path):
     scenario = ROOT / name
+    shutil.rmtree(MAPS, ignore_errors=True)
     monkeypatch.chdir(scenario)  # findings name files relative to the scenario
-    code = cli.main(["render", "-f", "input", "-v", "-q", *flags(scenario)])
-    out, err = capsys.readouterr()
+    output = tmp_path / "haproxy.cfg"
+    code = cli.main(["render", "-f", "input", "-v", "-q", "-o", str(output), *flags(scenario)])
+    _, err = capsys.readouterr()
     assert code == ExitCode.OK, err
-    compare(scenario / "expected.cfg", out)
+    compare(scenario / "expected.cfg", output.read_text())
     compare(scenario / "findings.txt", err)
+    # The files the config refers to (the per-port layout's maps), in the maps directory.
+    written = {p.name: p.read_text() for p in MAPS.glob("*.map")}
+    if UPDATE:
+        for stale in (scenario / "maps").glob("*.map"):
+            stale.unlink()
+        for name, text in written.items():
+            (scenario / "maps").mkdir(exist_ok=True)
+            (scenario / "maps" / name).write_text(text)
+    assert written == {p.name: p.read_text() for p in (scenario / "maps").glob("*.map")}
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_expected_config_passes_haproxy_check(name, haproxy_bin):
     expected = ROOT / name / "expected.cfg"
+    shutil.rmtree(MAPS, ignore_errors=True)
+    if (ROOT / name / "maps").is_dir():  # where the config says its maps are
+        shutil.copytree(ROOT / name / "maps", MAPS)
     result = subprocess.run(
         [haproxy_bin, "-c", "-f", str(expected)], capture_output=True, text=True, check=False
     )

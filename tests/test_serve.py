@@ -48,7 +48,11 @@ def serving(
 ) -> Iterator[tuple[Controller, ScriptedSource, Supervisor]]:
     supervisor, applier = supervised(tmp, haproxy_bin)
     source = ScriptedSource()
-    render = replace(settings.render, runtime_socket=str(tmp / "admin.sock"))
+    render = replace(
+        settings.render,
+        runtime_socket=str(tmp / "admin.sock"),
+        maps_dir=settings.render.maps_dir or str(tmp / "maps"),  # where the applier puts them
+    )
     controller = Controller(
         settings=replace(settings, render=render),
         sources=[source],

@@ -1,0 +1,181 @@
+"""Both VIP modes and both frontend layouts with the real HAProxy and real traffic: the same cluster
+routes the same way whether each service port has its own listening sockets or one socket per
+port routes on the destination address; pool addresses are served and cluster IPs are not."""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from kube2haproxy import vips
+from kube2haproxy.settings import RenderSettings, RunSettings, Settings, TranslateSettings
+from tests.builders import endpoint_slice, service
+from tests.live import Backend, Traffic, free_port, get, loopback_ip, responders, wait_for
+from tests.test_serve import serving
+
+RUN = RunSettings(
+    debounce_ms=20, max_delay_ms=200, runtime_debounce_ms=5, retry_ms=300, drift_check_ms=0
+)
+
+
+def settings(layout: str = "per-service", **translate: str) -> Settings:
+    return Settings(
+        translate=TranslateSettings(allow_loopback_endpoints=True, **translate),  # type: ignore[arg-type]
+        render=RenderSettings(frontend_layout=layout),
+        run=RUN,
+    )
+
+
+def listening(port: int) -> set[str]:
+    """The IPv4 addresses with a listening TCP socket on this port (from the kernel's table)."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:  # noqa: SIM115
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(str(ipaddress.IPv4Address(bytes.fromhex(address)[::-1])))
+    return found
+
+
+def refused(ip: str, port: int) -> bool:
+    """No HTTP answer: the connection is refused, reset or closed without a response."""
+    try:
+        get(ip, port, timeout=3)
+    except (OSError, http.client.HTTPException):
+        return True
+    return False
+
+
+@pytest.fixture
+def pods() -> Iterator[dict[str, Backend]]:
+    port = free_port("127.0.0.1")
+    made = {name: Backend(name, port=port) for name in ("web1", "web2", "api1", "guard1")}
+    yield made
+    for backend in made.values():
+        backend.close()
+
+
+def slice_for(name: str, *backends: Backend, ports: tuple[str, ...] = ("http",)) -> dict:
+    """The endpoints of a service; every named service port goes to the backends' port."""
+    return endpoint_slice(
+        name,
+        name=f"{name}-a",
+        endpoints=[b.ip for b in backends],
+        ports=[(p, backends[0].port) for p in ports],
+    )
+
+
+@pytest.mark.parametrize("layout", ["per-service", "per-port"])
+def test_both_layouts_route_the_same(tmp_path, haproxy_bin, pods, layout):
+    web, api, guarded, nobody = (loopback_ip() for _ in range(4))
+    port = free_port("0.0.0.0")  # the per-port layout listens on every address
+    other = free_port("0.0.0.0")
+    with serving(tmp_path, haproxy_bin, settings(layout)) as (controller, source, supervisor):
+        source.put(service("web", cluster_ips=[web], ports=[("http", port)]))
+        source.put(slice_for("web", pods["web1"]))
+        source.put(service("api", cluster_ips=[api], ports=[("http", port), ("alt", other)]))
+        source.put(slice_for("api", pods["api1"], ports=("http", "alt")))
+        source.put(
+            service(
+                "guarded",
+                cluster_ips=[guarded],
+                ports=[("http", port)],
+                annotations={"kube2haproxy.io/source-ranges": "10.0.0.0/8"},
+            )
+        )
+        source.put(slice_for("guarded", pods["guard1"]))
+        source.synced()
+        wait_for(controller.ready.is_set, timeout=20, what="the first config")
+
+        assert responders(web, port, requests=10) == {"web1"}
+        assert responders(api, port, requests=10) == {"api1"}
+        assert responders(api, other, requests=10) == {"api1"}
+        assert refused(guarded, port), "source-ranges must hold in every layout"
+        assert refused(nobody, port), "an address no service uses reaches nothing"
+        assert refused(web, other), "web does not listen on api's other port"
+
+        sockets = listening(port)
+        if layout == "per-port":
+            assert sockets == {"0.0.0.0"}  # one socket for three services
+        else:
+            assert sockets == {web, api, guarded}
+
+        # Endpoint churn still goes through the runtime API, without a reload.
+        reloads = supervisor.master.processes().reloads
+        with Traffic(web, port) as traffic:
+            wait_for(lambda: traffic.ok > 10, what="traffic")
+            updates = controller.runtime_updates
+            source.put(slice_for("web", pods["web1"], pods["web2"]))
+            wait_for(lambda: controller.runtime_updates > updates, what="the new endpoint")
+            wait_for(lambda: traffic.seen.get("web2", 0) > 3, what="traffic to the new endpoint")
+        assert traffic.failures == []
+        assert supervisor.master.processes().reloads == reloads
+
+        # A new service on a port already listened on: per-port routes it through the map
+        # (a reload: 2.6 cannot add backends at runtime).
+        late = loopback_ip()
+        source.put(service("late", cluster_ips=[late], ports=[("http", port)]))
+        source.put(slice_for("late", pods["api1"]))
+        wait_for(lambda: not refused(late, port), timeout=20, what="the late service")
+        assert responders(late, port, requests=5) == {"api1"}
+        assert responders(web, port, requests=20) == {"web1", "web2"}
+        if layout == "per-port":
+            assert listening(port) == {"0.0.0.0"}
+            maps = list((tmp_path / "maps").glob(f"port-{port}-*.map"))
+            assert len(maps) == 1, "maps of older configs are pruned after the reload"
+            assert f"{late} default_late_http" in maps[0].read_text().splitlines()
+
+
+def test_pool_mode_serves_pool_addresses_and_not_cluster_ips(tmp_path, haproxy_bin, pods):
+    pool = ipaddress.ip_network("127.77.0.0/24")
+    cluster_ip, port = loopback_ip(), free_port("127.0.0.1")
+    requested = "127.77.0.250"
+    assert vips.preferred("default", "web", pool) != ipaddress.ip_address(requested)
+    configured = settings(vip_mode="pool", vip_cidr=str(pool))
+    with serving(tmp_path, haproxy_bin, configured) as (controller, source, _):
+        source.put(service("web", cluster_ips=[cluster_ip], ports=[("http", port)]))
+        source.put(slice_for("web", pods["web1"]))
+        source.put(
+            service(
+                "api",
+                cluster_ips=[loopback_ip()],
+                ports=[("http", port)],
+                annotations={"kube2haproxy.io/vip": requested},
+            )
+        )
+        source.put(slice_for("api", pods["api1"]))
+        source.synced()
+        wait_for(controller.ready.is_set, timeout=20, what="the first config")
+
+        address = str(vips.preferred("default", "web", pool))
+        assert responders(address, port, requests=5) == {"web1"}
+        assert responders(requested, port, requests=5) == {"api1"}
+        assert refused(cluster_ip, port), "pool mode does not listen on cluster IPs"
+        entries = {e.name: e.primary for e in controller.applied_model.services}
+        assert entries == {"web": (address,), "api": (requested,)}
+
+
+def test_an_unbindable_wildcard_port_leaves_the_others_serving(tmp_path, haproxy_bin, pods):
+    """Per-port listens on every address: a port some other program holds on the wildcard
+    address cannot be listened on; its services are reported and the rest are served."""
+    taken = free_port("0.0.0.0")
+    port = free_port("0.0.0.0")  # the per-port layout listens on every address
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", taken))
+    holder.listen()
+    try:
+        with serving(tmp_path, haproxy_bin, settings("per-port")) as (controller, source, _):
+            vip = loopback_ip()
+            source.put(service("web", cluster_ips=[vip], ports=[("http", port), ("x", taken)]))
+            source.put(slice_for("web", pods["web1"], ports=("http", "x")))
+            source.synced()
+            wait_for(controller.ready.is_set, timeout=20, what="the first config")
+            assert responders(vip, port, requests=5) == {"web1"}
+            binds = {b.port for f in controller.applied_model.frontends for b in f.binds}
+            assert binds == {port}
+    finally:
+        holder.close()
