@@ -87,6 +87,19 @@ def responders(ip: str, port: int, *, requests: int = 40) -> set[str]:
     return {get(ip, port) for _ in range(requests)}
 
 
+def serves(ip: str, port: int, expected: set[str], *, rounds: int = 5) -> set[str]:
+    """Who answers, sampled until every expected endpoint did: round robin is shared with any
+    other client, and two clients alternating each see every other server. Stops at once at an
+    answer from outside `expected`, so a stale endpoint is never averaged away."""
+    seen: set[str] = set()
+    for _ in range(rounds):
+        got = responders(ip, port)
+        seen |= got
+        if not got <= expected or seen == expected:
+            break
+    return seen
+
+
 def wait_for(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -18,7 +18,7 @@ import pytest
 from kube2haproxy.haproxy import RuntimeAPI
 from kube2haproxy.settings import RunSettings, Settings, TranslateSettings
 from tests.builders import endpoint, endpoint_slice, service
-from tests.live import Backend, Traffic, free_port, loopback_ip, responders, wait_for
+from tests.live import Backend, Traffic, free_port, loopback_ip, responders, serves, wait_for
 from tests.test_serve import serving
 
 SETTINGS = Settings(
@@ -66,7 +66,7 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
             updates = controller.runtime_updates
             source.put(slice_obj)
             wait_for(lambda: controller.runtime_updates > updates, what=label)
-            assert responders(vip, port) == expected, label
+            assert serves(vip, port, expected) == expected, label
 
         with Traffic(vip, port) as traffic:
             wait_for(lambda: traffic.ok > 20, what="traffic")
@@ -220,5 +220,5 @@ def test_drift_is_found_and_corrected(tmp_path, haproxy_bin, fleet):
             lambda: controller.metrics.drift_corrections.labels("runtime")._value.get() >= 1,
             what="the correction",
         )
-        assert responders(vip, port) == {"b0", "b1"}
+        assert serves(vip, port, {"b0", "b1"}) == {"b0", "b1"}
         assert reloads(supervisor) == 0

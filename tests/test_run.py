@@ -31,6 +31,7 @@ from tests.live import (
     haproxy_config,
     loopback_ip,
     responders,
+    serves,
     wait_for,
 )
 
@@ -114,7 +115,7 @@ def test_supervised_with_manifests(tmp_path, haproxy_bin, backends):
     ) as process:
         wait_for(lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=20, what="readiness")
         assert probe(listen, "/healthz") == (200, "ok\n")
-        assert responders(vip, port) == {"a", "b"}
+        assert serves(vip, port, {"a", "b"}) == {"a", "b"}
         assert oct((run_dir / "master.sock").stat().st_mode & 0o777) == "0o600"
         assert f"stats socket {run_dir}/admin.sock" in (run_dir / "haproxy.cfg").read_text()
 
