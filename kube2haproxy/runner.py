@@ -71,9 +71,9 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
     def live() -> tuple[bool, str]:
         if controller.stalled(stall_limit):
             return False, f"controller loop stalled for more than {stall_limit:.0f}s"
-        # Supervised, HAProxy is part of this process's job; attached, it is not, and restarting
-        # the controller would not bring it back (readiness reports it instead).
-        expected = supervisor is not None and (supervisor.running or controller.applied_model)
+        # Alive means HAProxy's master answers too, in both modes (once one is expected to
+        # run): a pod whose HAProxy is silent must be restarted, not kept.
+        expected = supervisor is None or supervisor.running or controller.applied_model
         if expected and not applier.healthy():
             return False, silent
         return True, "ok"
