@@ -22,8 +22,6 @@ mkdir -p /etc/haproxy/maps
 #
 # exec: HAProxy's master replaces this shell as the container's main process, the one the runtime
 # sends the stop signal to (the haproxy image's STOPSIGNAL is SIGUSR1, a soft stop: listeners
-# close, connections finish within terminationGracePeriodSeconds). It is PID 1 of the container
-# unless the pod shares one process namespace (the keepalived component does, so that the
-# controller can signal keepalived): then the pause process is PID 1. Nothing depends on which:
-# the master handles the signals it is sent and reaps its own workers.
+# close, connections finish within terminationGracePeriodSeconds), as PID 1 of the container: it
+# handles the signals it is sent and reaps its own workers.
 exec haproxy -W -db -S /run/haproxy/master.sock,level,admin,mode,600 -f /etc/haproxy/haproxy.cfg

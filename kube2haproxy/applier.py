@@ -154,6 +154,8 @@ class HAProxyApplier:
     ) -> ApplyReport:
         running = self.supervisor.running if self.supervisor is not None else True
         if running and text == self._running_text and not force:
+            # The files it refers to must exist all the same: a restarted HAProxy loads them.
+            configfile.write_files(self.maps_dir, files or {})
             return ApplyReport("unchanged")
         self._writer.flush()  # a runtime update's file must not land after this one
         if (
@@ -299,6 +301,10 @@ def bind_problem(ip: str, port: int, *, transparent: bool) -> str | None:
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                # HAProxy's IPv6 wildcard bind is v6only (ports.j2); a specific address is
+                # the same either way.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if transparent:
                 level, option = (
                     (socket.IPPROTO_IPV6, _IPV6_FREEBIND)

@@ -32,7 +32,6 @@ from kube2haproxy import (
 from kube2haproxy.errors import ExitCode, InputError, Kube2HAProxyError, StrictError
 from kube2haproxy.findings import Finding, Severity
 from kube2haproxy.grammar import GrammarError, duration_ms
-from kube2haproxy.model import MAP_FILES
 from kube2haproxy.render import Renderer, duration
 from kube2haproxy.store import Store
 from kube2haproxy.translate import Translation, layout_findings, pool_networks, translate
@@ -120,10 +119,20 @@ def settings_from(values: dict[str, Any]) -> settings.Settings:
             raise click.BadParameter(
                 f"{config.translate.vip_cidr!r}: {exc}", param_hint="--vip-cidr"
             ) from exc
-    try:
-        dns.check_zone(config.publish.dns_zone)
-    except dns.ZoneError as exc:
-        raise click.BadParameter(str(exc), param_hint="--dns-zone") from exc
+    elif config.translate.vip_cidr:
+        click.echo(
+            f"warning: --vip-cidr is ignored with --vip-mode {config.translate.vip_mode} "
+            "(it is the pool of --vip-mode pool)",
+            err=True,
+        )
+    for check, value, hint in (
+        (dns.check_zone, config.publish.dns_zone, "--dns-zone"),
+        (dns.check_nameserver, config.publish.dns_nameserver, "--dns-nameserver"),
+    ):
+        try:
+            check(value)
+        except dns.ZoneError as exc:
+            raise click.BadParameter(str(exc), param_hint=hint) from exc
     publish = config.publish
     if publish.keepalived_config:
         if not publish.keepalived_interface:
@@ -257,7 +266,6 @@ def render(  # the dry run
             staged.discard()
             raise
         staged.commit()
-        configfile.prune_files(renderer.maps_dir, files, pattern=MAP_FILES)  # earlier renders' maps
     elif check:
         check_output = _check_without_output(config, translation, text, files)
     if files and output is None:
@@ -299,7 +307,7 @@ def render(  # the dry run
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also print informational findings.")
 @settings_options("translate")
-@settings_options("publish", only=frozenset({"dns_zone", "dns_ttl_ms"}))
+@settings_options("publish", only=frozenset({"dns_zone", "dns_nameserver", "dns_ttl_ms"}))
 def dns_command(
     *, paths: tuple[str, ...], fmt: str, serial: int | None, verbose: bool, **values: Any
 ) -> None:
@@ -323,6 +331,7 @@ def dns_command(
                 zone=zone,
                 serial=serial if serial is not None else int(time.time()),
                 ttl_s=config.publish.dns_ttl_ms // 1000,
+                nameserver=dns.check_nameserver(config.publish.dns_nameserver),
             ),
             nl=False,
         )

@@ -223,7 +223,9 @@ class Controller:
         pending = self._pending
         try:
             with heap.paused():
-                if not retrying and self._fast_apply():
+                # Not while a reload waits: the changes it waits for are in the translate cache
+                # already, where the fast path would take them for applied.
+                if not retrying and not self._reload_waits and self._fast_apply():
                     return
             model = fit(self.applied_model, self._translate().model)
             decision = plan(self.applied_model, model)
@@ -305,7 +307,10 @@ class Controller:
             return False
         for socket_, why in bad.items():
             self._unbindable.update(dict.fromkeys(needed[socket_], why))
-            self._untestable[socket_] = tuple(needed[socket_])
+            # Binds left out at an earlier test of this socket are no longer in the model:
+            # keep them, or a later retest that succeeds would never bring them back.
+            earlier = self._untestable.get(socket_, ())
+            self._untestable[socket_] = tuple(dict.fromkeys((*earlier, *needed[socket_])))
         self._retest_at = self._clock() + UNBINDABLE_RETEST_S
         return True
 

@@ -1,11 +1,11 @@
 """keepalived: a VRRP configuration that moves the pool's VIPs to a surviving HAProxy host.
 
-One VRRP instance per address family (the IPv6 one uses the next virtual router id). The first
-IPv4 VIP is the IPv4 instance's advertised address, a link-local address derived from the
-virtual router id the IPv6 one's; all other VIPs are `virtual_ipaddress_excluded`, which VRRP
-adverts do not carry, so a pool of thousands of VIPs fits. Every host renders the same file
-but for its priority. Pure: the interface and the password are checked against strict grammars
-before they reach the file, and the password comes from a file, never from this code.
+One VRRP instance per address family (the IPv6 one uses the next virtual router id). Each
+advertises one link-local address derived from its virtual router id; every VIP is
+`virtual_ipaddress_excluded`, which VRRP adverts do not carry, so a pool of thousands of VIPs
+fits and hosts whose VIP sets differ for a moment still agree on who is master. Every host
+renders the same file but for its priority. Pure: the interface and the password are checked
+against strict grammars before they reach the file, and the password comes from a file.
 """
 
 from __future__ import annotations
@@ -87,13 +87,11 @@ def render(vips: Sequence[str], vrrp: Vrrp) -> str:
                 f"        auth_pass {vrrp.password}\n",
                 "    }\n",
             ]
-        if family == 6:
-            # VRRPv3 advertises from a link-local address first (RFC 5798, 5.2.9): the one the
-            # virtual MAC 00:00:5e:00:02:<vrid> gives by EUI-64, the same on every host.
-            advertised = f"{link_local(vrrp.router_id + offset)}/64"
-            excluded = addresses
-        else:
-            advertised, excluded = f"{addresses[0]}/{prefix}", addresses[1:]
+        # The advertised address is fixed: keepalived drops adverts whose addresses differ from
+        # its own list, and a backup that drops them makes itself master. Replicas that render
+        # different VIP sets for a moment (one reloaded, the other not yet) must agree on it.
+        advertised = advertised_address(family, vrrp.router_id + offset)
+        excluded = addresses
         lines += [
             "    virtual_ipaddress {\n",
             f"        {advertised} dev {vrrp.interface}\n",
@@ -107,6 +105,11 @@ def render(vips: Sequence[str], vrrp: Vrrp) -> str:
     return "".join(lines)
 
 
-def link_local(vrid: int) -> str:
-    """fe80::200:5eff:fe00:2XX: the EUI-64 link-local address of VRRP's IPv6 virtual MAC."""
-    return str(ipaddress.IPv6Address(f"fe80::200:5eff:fe00:{0x200 + vrid:x}"))
+def advertised_address(family: int, vrid: int) -> str:
+    """The address a VRRP instance advertises, derived from its virtual router id alone, so
+    every host agrees whatever its VIPs: IPv6, the EUI-64 link-local address of VRRP's virtual
+    MAC 00:00:5e:00:02:<vrid> (RFC 5798 wants a link-local one first); IPv4, 169.254.<vrid>.1
+    (link-local too: never routed, outside the reserved first and last /24 of RFC 3927)."""
+    if family == 6:
+        return f"{ipaddress.IPv6Address(f'fe80::200:5eff:fe00:{0x200 + vrid:x}')}/64"
+    return f"169.254.{vrid}.1/32"

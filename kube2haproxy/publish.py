@@ -31,6 +31,7 @@ class Publisher:
         self._settings = settings
         self._clock = clock
         self._zone = dns.check_zone(settings.dns_zone)
+        self._nameserver = dns.check_nameserver(settings.dns_nameserver)
         self._records: list[dns.Record] | None = None
         self._serial = 0
         if settings.dns_zone_file and Path(settings.dns_zone_file).exists():
@@ -62,6 +63,7 @@ class Publisher:
             except keepalived.KeepalivedError as exc:
                 raise EnvironmentProblem(f"keepalived: {exc}") from exc
         self._vips: tuple[str, ...] | None = None
+        self._reload_pending = False  # keepalived has not been told of the file yet
 
     @property
     def enabled(self) -> bool:
@@ -89,13 +91,16 @@ class Publisher:
             configfile.write_atomic(Path(s.dns_hosts_file), dns.hosts_file(found))
         if s.dns_zone_file:
             path, ttl_s = Path(s.dns_zone_file), s.dns_ttl_ms // 1000
-            # A restarted controller finds its last zone: the same records keep their serial.
-            same = dns.zone_file(found, zone=self._zone, serial=self._serial, ttl_s=ttl_s)
-            if not (path.exists() and path.read_text(errors="replace") == same):
-                self._serial = next_serial(self._serial, self._clock())
-                configfile.write_atomic(
-                    path, dns.zone_file(found, zone=self._zone, serial=self._serial, ttl_s=ttl_s)
+
+            def text(serial: int) -> str:
+                return dns.zone_file(
+                    found, zone=self._zone, serial=serial, ttl_s=ttl_s, nameserver=self._nameserver
                 )
+
+            # A restarted controller finds its last zone: the same records keep their serial.
+            if not (path.exists() and path.read_text(errors="replace") == text(self._serial)):
+                self._serial = next_serial(self._serial, self._clock())
+                configfile.write_atomic(path, text(self._serial))
         self._records = found
         log.info(
             "published %d DNS records%s",
@@ -107,30 +112,44 @@ class Publisher:
         s = self._settings
         if self._vrrp is None or not s.keepalived_config:
             return
-        # Every address HAProxy listens on must reach this host: pool or cluster IPs, and the
-        # external and load-balancer IPs too.
-        vips = tuple(sorted({ip for e in model.services for ip in e.vips}))
-        if vips == self._vips:
+        # The addresses this pool hands out (pool addresses, or cluster IPs the API server
+        # allocated), never an external or load-balancer IP: those are whatever a Service's
+        # author wrote, and the VRRP master would claim them on the segment (a gateway's, say).
+        vips = tuple(sorted({ip for e in model.services for ip in e.primary}))
+        if vips == self._vips and not self._reload_pending:
             return
         path = Path(s.keepalived_config)
         text = keepalived.render(vips, self._vrrp)
-        if not path.exists() or path.read_text(errors="replace") != text:
+        current = path.read_text(errors="replace") if path.exists() else None
+        if current != text:
             # 600: it may hold the VRRP password.
             configfile.write_atomic(path, text, mode=0o600)
-            self._reload_keepalived()
+            self._reload_pending = True
+        elif path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        if self._reload_pending:
+            self._reload_pending = not self._reload_keepalived()
         self._vips = vips
 
-    def _reload_keepalived(self) -> None:
+    def _reload_keepalived(self) -> bool:
+        """SIGHUP to keepalived (True when sent, or when nobody is to be told: with
+        `--keepalived-pidfile none`, whoever runs keepalived reloads it on a change of the file)."""
+        if self._settings.keepalived_pidfile in ("none", ""):
+            return True
         pidfile = Path(self._settings.keepalived_pidfile)
         try:
             pid = int(pidfile.read_text().split()[0])
             os.kill(pid, signal.SIGHUP)
         except (OSError, ValueError, IndexError) as exc:
             log.warning(
-                "keepalived config updated, but keepalived was not reloaded (%s: %s)", pidfile, exc
+                "keepalived config updated, but keepalived was not reloaded (%s: %s); "
+                "trying again with the next change",
+                pidfile,
+                exc,
             )
-            return
+            return False
         log.info("reloaded keepalived (pid %d): the VIP set changed", pid)
+        return True
 
 
 def next_serial(previous: int, now: float) -> int:

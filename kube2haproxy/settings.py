@@ -450,6 +450,14 @@ class PublishSettings:
         default="cluster.local",
         metadata=_opt("--dns-zone", "Records are <service>.<namespace>.svc.<this zone>."),
     )
+    dns_nameserver: str = field(
+        default="localhost",
+        metadata=_opt(
+            "--dns-nameserver",
+            "The zone file's name server (SOA and NS records): "
+            "the DNS server's own name when the zone is delegated to it.",
+        ),
+    )
     # The controller updates the files within a second of a change; resolvers may cache as
     # long as this.
     dns_ttl_ms: int = field(
@@ -475,8 +483,9 @@ class PublishSettings:
         default=None,
         metadata=_opt(
             "--keepalived-config",
-            "Keep this keepalived.conf up to date with the "
-            "VIPs (VRRP failover of the pool) and reload keepalived when they change.",
+            "Keep this keepalived.conf up to date with the pool's "
+            "addresses (VRRP failover: pool addresses or cluster IPs, never external or "
+            "load-balancer IPs) and reload keepalived when they change.",
             ValueKind.PATH,
         ),
     )
@@ -520,7 +529,8 @@ class PublishSettings:
         default="/run/keepalived.pid",
         metadata=_opt(
             "--keepalived-pidfile",
-            "keepalived's pid file: it gets SIGHUP (reload) when the VIP set changes.",
+            "keepalived's pid file: it gets SIGHUP (reload) when the VIP set changes; `none`: "
+            "send no signal (whoever runs keepalived reloads it when the file changes).",
             ValueKind.PATH,
         ),
     )

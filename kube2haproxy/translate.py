@@ -9,7 +9,9 @@ No I/O, no clock: the same snapshot always yields the same model.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -182,6 +184,7 @@ def confined(old: ServiceResult, new: ServiceResult) -> bool:
         and old.vips == new.vips
         and old.entry == new.entry
         and old.created == new.created
+        and old.pool == new.pool
         and len(old.backends) == len(new.backends)
         and all(
             a.name == b.name and a.settings == b.settings
@@ -198,11 +201,26 @@ def pool_networks(settings: TranslateSettings) -> tuple[vips_mod.IPNetwork, ...]
     return _parse_networks(settings.vip_cidr)
 
 
+# Never handed out: no host can listen there, or keepalived advertises there (link-local).
+# Loopback stays allowed (a pool on one host, the tests).
+_NOT_POOLS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3", "::/128", "fe80::/10", "ff00::/8")
+)
+
+
 @functools.lru_cache(maxsize=8)
 def _parse_networks(text: str) -> tuple[vips_mod.IPNetwork, ...]:
     networks = tuple(grammar.cidr(item.strip()) for item in text.split(","))
     if len({n.version for n in networks}) != len(networks):
         raise grammar.GrammarError("expected at most one IPv4 and one IPv6 network")
+    for network in networks:
+        for special in _NOT_POOLS:
+            if network.version == special.version and network.overlaps(special):
+                raise grammar.GrammarError(
+                    f"{network} overlaps {special} (unspecified, link-local, multicast or "
+                    "reserved addresses), which a service cannot listen on"
+                )
     return networks
 
 
@@ -289,33 +307,61 @@ def _settle_conflicts(
 def _allocate_pool(
     results: list[ServiceResult], pool: Sequence[vips_mod.IPNetwork], findings: list[Finding]
 ) -> list[ServiceResult]:
+    """Give each claim its pool addresses. A pool address belongs to its service on every
+    port: another service's external or load-balancer IP on it is refused (the service's own
+    is merely redundant)."""
     claims = [r.pool for r in results if r.pool is not None]
     allocated, refused = vips_mod.allocate(claims, pool)
     for refusal in refused:
         findings.append(
             warning(
                 subject("Service", refusal.namespace, refusal.name),
-                f"metadata.annotations[{VIP}]",
+                f"metadata.annotations[{VIP}]" if refusal.requested else "metadata.name",
                 f"pool address {refusal.address} belongs to the older Service {refusal.holder}; "
                 f"not bound (set {VIP} to another address of --vip-cidr)",
             )
         )
+    owners = {ip: key for key, addresses in allocated.items() for ip in addresses}
     out = []
     for result in results:
         claim = result.pool
-        addresses = allocated.get((claim.namespace, claim.name), ()) if claim else ()
-        if not addresses:
+        key = (claim.namespace, claim.name) if claim is not None else None
+        addresses = allocated.get(key, ()) if key is not None else ()
+        if not addresses and not any(v.ip in owners for v in result.vips):
             out.append(result)
             continue
-        pool_vips = tuple(Vip(ip, Claim.POOL) for ip in addresses)
+        for vip in result.vips:
+            owner = owners.get(vip.ip)
+            if owner is not None and owner != key and result.frontends:
+                first = result.frontends[0]
+                field = (
+                    "spec.externalIPs"
+                    if vip.claim is Claim.EXTERNAL_IP
+                    else "status.loadBalancer.ingress"
+                )
+                findings.append(
+                    warning(
+                        subject("Service", first.namespace, first.service),
+                        field,
+                        f"{vip.ip} is the pool address of Service {owner[0]}/{owner[1]}; "
+                        "not bound for this service",
+                    )
+                )
+        others = tuple(v for v in result.vips if v.ip not in owners)
         frontends = tuple(
-            replace(f, binds=tuple(Bind(ip, f.port) for ip in addresses) + f.binds)
+            replace(
+                f,
+                binds=tuple(Bind(ip, f.port) for ip in addresses)
+                + tuple(b for b in f.binds if b.ip not in owners),
+            )
             for f in result.frontends
         )
         entry = result.entry
         if entry is not None:
-            entry = replace(entry, vips=addresses + entry.vips, primary=addresses)
-        out.append(replace(result, frontends=frontends, entry=entry, vips=pool_vips + result.vips))
+            kept = tuple(ip for ip in entry.vips if ip not in owners)
+            entry = replace(entry, vips=addresses + kept, primary=addresses)
+        pool_vips = tuple(Vip(ip, Claim.POOL) for ip in addresses)
+        out.append(replace(result, frontends=frontends, entry=entry, vips=pool_vips + others))
     return out
 
 
@@ -375,16 +421,53 @@ def translate_service(
 ) -> ServiceResult:
     """One Service with its EndpointSlices (or, without slices, its v1 Endpoints)."""
     who = subject("Service", key.namespace, key.name)
+    networks = pool_networks(settings)
+    # The claim on a pool address comes first and stays whatever happens to the rest: a
+    # service that is skipped for a while (another proxy's label, no TCP port left, a field
+    # error) keeps its address, so no younger service takes it meanwhile.
+    claim = _pool_claim(key, service, networks) if networks else None
     try:
-        return _translate_service(
+        result = _translate_service(
             key=key, service=service, who=who, slices=slices, endpoints=endpoints, settings=settings
         )
     except FieldError as exc:
-        return ServiceResult(
+        result = ServiceResult(
             findings=(
                 warning(who, exc.field, f"{exc.message}; service skipped", SkipReason.INVALID),
             )
         )
+    return replace(result, pool=claim) if result.pool != claim else result
+
+
+def _pool_claim(
+    key: Key, service: JSON, networks: Sequence[vips_mod.IPNetwork]
+) -> vips_mod.Claim | None:
+    """The service's claim on pool addresses: every Service but the headless and ExternalName
+    ones (which never have an address), whether it is served or not. Garbage in its fields makes
+    a claim without a request (and without a creation time: the newest)."""
+    try:
+        meta = get_dict(service, "metadata", "metadata")
+        spec = get_dict(service, "spec", "spec")
+        if get_str(spec, "type", "spec.type") == "ExternalName":
+            return None
+        if get_str(spec, "clusterIP", "spec.clusterIP") == "None" or get_list(
+            spec, "clusterIPs", "spec.clusterIPs"
+        )[:1] == ["None"]:
+            return None
+    except FieldError:
+        return vips_mod.Claim(key.namespace, key.name, "")
+    created = grammar.timestamp(meta.get("creationTimestamp")) or ""
+    requested: tuple[str, ...] = ()
+    annotations = meta.get("annotations")
+    value = annotations.get(VIP) if isinstance(annotations, dict) else None
+    if isinstance(value, str):
+        with contextlib.suppress(grammar.GrammarError):  # reported when it is translated
+            requested = tuple(
+                ip
+                for ip in tuning.vip_request(value)
+                if any(vips_mod.holds(n, grammar.ip_literal(ip)) for n in networks)
+            )
+    return vips_mod.Claim(key.namespace, key.name, created, requested)
 
 
 def _translate_service(
@@ -420,28 +503,24 @@ def _translate_service(
     networks = pool_networks(settings)
     vips = service_vips(service, who=who, findings=findings, cluster_ips=not networks)
     created = grammar.timestamp(meta.get("creationTimestamp")) or ""
-    pool = None
     if networks:
-        requested = tuple(
-            ip
+        if any(
+            not any(vips_mod.holds(n, grammar.ip_literal(ip)) for n in networks)
             for ip in options.vips
-            if any(vips_mod.holds(n, grammar.ip_literal(ip)) for n in networks)
-        )
-        if requested != options.vips:
+        ):
             findings.append(
                 warning(
                     who,
                     f"metadata.annotations[{VIP}]",
-                    "an address outside --vip-cidr (or its network or broadcast address) is "
-                    "ignored",
+                    "an address outside --vip-cidr (or its network, broadcast or anycast "
+                    "address) is ignored",
                 )
             )
-        pool = vips_mod.Claim(key.namespace, key.name, created, requested)
     elif options.vips:
         findings.append(
             warning(who, f"metadata.annotations[{VIP}]", "has no effect unless --vip-mode is pool")
         )
-    if not vips and pool is None:
+    if not vips and not networks:
         findings.append(
             warning(who, "spec.clusterIPs", "no usable VIP; service skipped", SkipReason.NO_VIP)
         )
@@ -545,9 +624,7 @@ def _translate_service(
         tuple(served),
         primary=tuple(v.ip for v in vips if v.claim is Claim.CLUSTER_IP),
     )
-    return ServiceResult(
-        tuple(frontends), tuple(backends), entry, tuple(findings), vips, created, pool
-    )
+    return ServiceResult(tuple(frontends), tuple(backends), entry, tuple(findings), vips, created)
 
 
 def _skip_reason(

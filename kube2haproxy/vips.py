@@ -41,13 +41,17 @@ class Refusal:
     name: str
     address: str
     holder: str  # "namespace/name" of the service that keeps the address
+    requested: bool = False  # the refused address was asked for with the annotation
 
 
 def usable(network: IPNetwork) -> tuple[int, int]:
     """(first offset, count) of the addresses a service may get: an IPv4 network's own and
-    broadcast addresses are left out (when it has more than two)."""
+    broadcast addresses are left out (when it has more than two), and an IPv6 network's first
+    address, the Subnet-Router anycast address (RFC 4291), when it has more than two."""
     if network.version == 4 and network.prefixlen < 31:
         return 1, network.num_addresses - 2
+    if network.version == 6 and network.prefixlen < 127:
+        return 1, network.num_addresses - 1
     return 0, network.num_addresses
 
 
@@ -83,7 +87,11 @@ def allocate(
             if holder is not None:
                 refused.append(
                     Refusal(
-                        claim.namespace, claim.name, address, f"{holder.namespace}/{holder.name}"
+                        claim.namespace,
+                        claim.name,
+                        address,
+                        f"{holder.namespace}/{holder.name}",
+                        requested=bool(asked),
                     )
                 )
                 continue

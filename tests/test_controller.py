@@ -226,14 +226,19 @@ RUNTIME = replace(
 )
 
 
+def start_with_one_service(source: ScriptedSource, controller: Controller) -> None:
+    """default/web on port 80 with one ready endpoint, synced and applied."""
+    source.put(service())
+    source.put(endpoint_slice(endpoints=["10.1.0.1"]))
+    source.synced()
+    wait_for(controller.ready.is_set)
+
+
 def test_endpoint_changes_go_through_the_runtime_api_without_a_reload():
     applier = RecordingApplier()
     source = ScriptedSource()
     with running(source, applier=applier, settings=RUNTIME) as controller:
-        source.put(service())
-        source.put(endpoint_slice(endpoints=["10.1.0.1"]))
-        source.synced()
-        wait_for(controller.ready.is_set)
+        start_with_one_service(source, controller)
         for i in range(2, 6):
             source.put(endpoint_slice(endpoints=[f"10.1.0.{i}"]))
             wait_for(
@@ -255,10 +260,7 @@ def test_a_change_that_needs_a_reload_takes_its_endpoint_changes_along():
     applier = RecordingApplier()
     source = ScriptedSource()
     with running(source, applier=applier, settings=RUNTIME) as controller:
-        source.put(service())
-        source.put(endpoint_slice(endpoints=["10.1.0.1"]))
-        source.synced()
-        wait_for(controller.ready.is_set)
+        start_with_one_service(source, controller)
         source.put(endpoint_slice(endpoints=["10.1.0.2"]))
         source.put(service(annotations={"kube2haproxy.io/balance": "leastconn"}))
         wait_for(lambda: applier.reloads == 2)
@@ -272,10 +274,7 @@ def test_endpoints_that_outgrow_the_slots_reload_once():
     applier = RecordingApplier()
     source = ScriptedSource()
     with running(source, applier=applier, settings=RUNTIME) as controller:
-        source.put(service())
-        source.put(endpoint_slice(endpoints=["10.1.0.1"]))
-        source.synced()
-        wait_for(controller.ready.is_set)
+        start_with_one_service(source, controller)
         source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 9)]))  # 8 fit
         wait_for(lambda: len(applier.commands) == 1)
         source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 10)]))  # 9 don't
@@ -298,3 +297,85 @@ def test_a_loop_that_stops_turning_is_reported_stalled():
     assert not controller.stalled(60)
     now[0] += 61  # the loop never ran: no heartbeat for 61 s
     assert controller.stalled(60)
+
+
+class BlockingApplier(RecordingApplier):
+    """A host where some sockets cannot be listened on (another program holds them)."""
+
+    def __init__(self, blocked: set[tuple[str, int]]) -> None:
+        super().__init__()
+        self.blocked = blocked
+        self.tested: list[set[tuple[str, int]]] = []
+
+    def unbindable(self, binds, *, transparent):
+        self.tested.append(set(binds))
+        return {b: "Address already in use" for b in binds if b in self.blocked}
+
+
+def test_a_port_that_frees_up_brings_back_every_service_left_out_on_it():
+    """Per-port: a wildcard socket that cannot be bound leaves out the services on that port,
+    those that come later too; when it can be bound again, all of them are served."""
+    offset = [0.0]
+    applier = BlockingApplier({("0.0.0.0", 22)})
+    source = ScriptedSource()
+    settings = replace(FAST, render=replace(FAST.render, frontend_layout="per-port"))
+    controller = Controller(
+        settings=settings,
+        sources=[source],
+        applier=applier,
+        renderer=Renderer(replace(settings.render, runtime_socket="/run/k2h/admin.sock")),
+        metrics=Metrics(),
+        clock=lambda: time.monotonic() + offset[0],
+    )
+    controller.start_sources()
+    thread = threading.Thread(target=controller.run, daemon=True)
+    thread.start()
+    try:
+        source.put(service("a", cluster_ips=["10.96.0.1"], ports=[("ssh", 22)]))
+        source.put(service("web", cluster_ips=["10.96.0.9"], ports=[("http", 80)]))
+        source.synced()
+        wait_for(controller.ready.is_set)
+        assert "port_22" not in configs(controller)[-1]
+        source.put(service("b", cluster_ips=["10.96.0.2"], ports=[("ssh", 22)]))
+        wait_for(lambda: len(applier.tested) >= 2)
+        time.sleep(0.3)
+        assert "port_22" not in configs(controller)[-1]
+
+        applier.blocked.clear()
+        offset[0] += 31  # the retest is due
+        source.put(service("web", cluster_ips=["10.96.0.9"], ports=[("http", 81)]))  # a wake-up
+        wait_for(lambda: "frontend port_22" in configs(controller)[-1])
+        maps = applier.files
+        routed = "".join(text for name, text in maps.items() if name.startswith("port-22-"))
+        assert routed == "10.96.0.1 default_a_ssh\n10.96.0.2 default_b_ssh\n"
+    finally:
+        controller.stop()
+        thread.join(timeout=5)
+
+
+def test_a_changed_pool_annotation_is_applied():
+    """The fast path for endpoint-only changes must not swallow a new pool address."""
+    settings = replace(
+        RUNTIME,
+        translate=replace(RUNTIME.translate, vip_mode="pool", vip_cidr="10.200.0.0/16"),
+    )
+    applier = RecordingApplier()
+    source = ScriptedSource()
+    with running(source, applier=applier, settings=settings) as controller:
+        start_with_one_service(source, controller)
+        assert "bind 10.200.7.7:80" not in configs(controller)[-1]
+        source.put(service(annotations={"kube2haproxy.io/vip": "10.200.7.7"}))
+        wait_for(lambda: "bind 10.200.7.7:80 transparent" in configs(controller)[-1])
+        assert applier.reloads == 2
+
+
+def test_a_new_address_alone_is_applied_after_the_reload_debounce():
+    """A change to a service's frontends with identical backends needs a reload; while the
+    reload waits, the endpoint fast path must not take it for already applied."""
+    applier = RecordingApplier()
+    source = ScriptedSource()
+    with running(source, applier=applier, settings=RUNTIME) as controller:
+        start_with_one_service(source, controller)
+        source.put(service(externalIPs=["192.0.2.7"]))
+        wait_for(lambda: "bind 192.0.2.7:80 transparent" in configs(controller)[-1])
+        assert applier.reloads == 2

@@ -384,6 +384,13 @@ def keepalived_script(objects: list[Obj]) -> str:
     return script
 
 
+def keepalived_words(script: str) -> list[str]:
+    """The options of the script's one keepalived command line (continued with backslashes)."""
+    commands = re.findall(r"^\s*keepalived (.*?[^\\])$", script, re.MULTILINE | re.DOTALL)
+    assert len(commands) == 1, script
+    return shlex.split(commands[0].replace("\\\n", " ").removesuffix("&"))
+
+
 @pytest.fixture(scope="module")
 def builds() -> dict[str, list[Obj]]:
     built = {}
@@ -608,7 +615,9 @@ def test_each_container_has_the_least_it_needs(builds: dict[str, list[Obj]], nam
     assert spec["automountServiceAccountToken"] is False
     assert not spec.get("hostPID") and not spec.get("hostIPC")
     assert not [v for v in spec["volumes"] if "hostPath" in v]
-    assert bool(spec.get("shareProcessNamespace")) == (name in WITH_KEEPALIVED)
+    # keepalived's container reloads it itself: no container can reach another's files (the
+    # API token among them) through /proc.
+    assert not spec.get("shareProcessNamespace")
 
 
 # --- keepalived ----------------------------------------------------------------------------------
@@ -623,14 +632,23 @@ def test_keepalived_reads_and_writes_where_the_controller_does(
     assert publish.keepalived_config is not None
     script = keepalived_script(objects)
     assert subprocess.run(["sh", "-n", "-c", script], check=False).returncode == 0
-    assert re.findall(r"until \[ -s (\S+) \]", script) == [publish.keepalived_config]
-    words = shlex.split(script[script.index("exec keepalived") :])[2:]
-    assert option(words, "--use-file") == publish.keepalived_config
-    assert option(words, "--pid") == publish.keepalived_pidfile
+    assert re.findall(r"^conf=(\S+)$", script, re.MULTILINE) == [publish.keepalived_config]
+    words = keepalived_words(script)
+    assert option(words, "--use-file") == "$conf"
     assert {"--dont-fork", "--log-console"} <= set(words)
+    # No signal from the controller (it cannot see keepalived's processes): the script reloads it.
+    assert publish.keepalived_pidfile == "none"
     for path in (option(words, "--pid"), option(words, "--vrrp_pid")):
-        assert_shared(objects, path, writer="keepalived", reader="controller")
+        mount = mount_for(container(objects, "keepalived"), path)
+        assert "emptyDir" in volume(objects, mount["name"]), path
+        assert not mount.get("readOnly"), f"{path}: keepalived must be able to write it"
     assert_shared(objects, publish.keepalived_config, writer="controller", reader="keepalived")
+    assert mount_for(container(objects, "keepalived"), publish.keepalived_config).get("readOnly")
+    # The file holds the VRRP password: HAProxy's container does not mount it.
+    config_volume = mount_for(container(objects, "controller"), publish.keepalived_config)["name"]
+    assert config_volume not in {
+        m["name"] for m in container(objects, "haproxy").get("volumeMounts", [])
+    }
     assert container(objects, "keepalived")["image"] == container(objects, "controller")["image"]
 
     # The password comes from the Secret deploy/README.md tells the operator to create.
@@ -646,13 +664,80 @@ def test_keepalived_reads_and_writes_where_the_controller_does(
         assert publish.keepalived_interface, "an overlay must name the VRRP interface"
 
 
+FAKE_KEEPALIVED = """#!/bin/sh
+# Records its options and the signals it gets, as keepalived would act on them.
+echo "$@" > "$FAKE_DIR/args"
+trap 'echo HUP >> "$FAKE_DIR/signals"' HUP
+trap 'echo TERM >> "$FAKE_DIR/signals"; exit 0' TERM
+while :; do sleep 0.05; done
+"""
+
+
+def test_keepalived_container_reloads_keepalived_when_the_file_changes(
+    builds: dict[str, list[Obj]], tmp_path: Path
+) -> None:
+    """The container's script itself, with a stand-in keepalived on PATH and its paths moved
+    into a temporary directory: it waits for the controller's first file, reloads keepalived on
+    every change of content (not on a rewrite of the same content) and stops it on SIGTERM."""
+    objects = builds[WITH_KEEPALIVED[0]]
+    publish = controller_settings(objects).publish
+    assert publish.keepalived_config is not None
+    conf, run_dir = tmp_path / "keepalived.conf", tmp_path / "run"
+    run_dir.mkdir()
+    script = keepalived_script(objects).replace(publish.keepalived_config, str(conf))
+    script = script.replace("/run/keepalived/", f"{run_dir}/")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "keepalived").write_text(FAKE_KEEPALIVED)
+    (bin_dir / "keepalived").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path)}
+    args, signals = tmp_path / "args", tmp_path / "signals"
+
+    def received() -> list[str]:
+        return signals.read_text().split() if signals.exists() else []
+
+    def wait(what: str, ready: Any) -> None:
+        deadline = time.monotonic() + 10
+        while not ready():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    process = subprocess.Popen(["sh", "-c", script], env=env)
+    try:
+        time.sleep(1.5)
+        assert not args.exists(), "keepalived must wait for the controller's file"
+        conf.write_text("vrrp_instance one {}\n")
+        wait("keepalived started", args.exists)
+        words = args.read_text().split()
+        assert option(words, "--use-file") == str(conf)
+        assert option(words, "--pid").startswith(f"{run_dir}/")
+
+        replacement = tmp_path / "next.conf"  # as the controller writes: a rename
+        replacement.write_text("vrrp_instance two {}\n")
+        replacement.rename(conf)
+        wait("a reload", lambda: received() == ["HUP"])
+        conf.write_text("vrrp_instance two {}\n")  # the same content: no reload
+        time.sleep(2.5)
+        assert received() == ["HUP"]
+        conf.write_text("vrrp_instance three {}\n")
+        wait("a second reload", lambda: received() == ["HUP", "HUP"])
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert received() == ["HUP", "HUP", "TERM"]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_keepalived_knows_its_options(builds: dict[str, list[Obj]]) -> None:
     keepalived = shutil.which("keepalived")
     if keepalived is None:
         pytest.skip("keepalived is not installed (the controller image has it)")
     usage = subprocess.run([keepalived, "--help"], capture_output=True, text=True, check=False)
     script = keepalived_script(builds[WITH_KEEPALIVED[0]])
-    options = re.findall(r"(?<!\S)--[\w-]+", script[script.index("exec keepalived") :])
+    options = [word for word in keepalived_words(script) if word.startswith("--")]
     assert options
     for word in options:
         assert re.search(rf"(?<!\S){re.escape(word)}\b", usage.stdout + usage.stderr), word

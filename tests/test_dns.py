@@ -138,6 +138,35 @@ def test_the_zone_name_grammar(zone, ok):
             records_mod.check_zone(zone)
 
 
+def test_the_longest_names_fit_in_the_longest_zone():
+    zone = ".".join(["a" * 49, "b" * 49])  # 99 characters: the most check_zone takes
+    assert records_mod.check_zone(zone) == zone
+    with pytest.raises(records_mod.ZoneError, match="at most 99"):
+        records_mod.check_zone("c" + zone)
+    name, namespace = "s" * 63, "n" * 63
+    model = run(service(name, namespace, cluster_ips=["10.96.0.5"], ports=[("p" * 15, 80)])).model
+    found = records_mod.records(model, zone=zone)
+    assert max(len(r.name) for r in found) == 253
+    # dnspython refuses a name over 255 octets in wire form: all of them load.
+    parsed = parse_zone(records_mod.zone_file(found, zone=zone, serial=1, ttl_s=30), zone)
+    assert rrset(parsed, f"_{'p' * 15}._tcp.{name}.{namespace}.svc.{zone}.", "SRV")
+
+
+def test_the_zone_names_its_name_server():
+    found = records_mod.records(cluster(), zone="cluster.local")
+    # By default out of the zone (no address record needed for integrity checks).
+    zone = parse_zone(records_mod.zone_file(found, zone="cluster.local", serial=1, ttl_s=30))
+    assert rrset(zone, "cluster.local.", "NS") == {"localhost."}
+    assert zone.get_rdataset("cluster.local.", "SOA")[0].mname.to_text() == "localhost."
+    text = records_mod.zone_file(
+        found, zone="cluster.local", serial=1, ttl_s=30, nameserver="ns1.example.org"
+    )
+    assert rrset(parse_zone(text), "cluster.local.", "NS") == {"ns1.example.org."}
+    for bad in ("ns1 example.org", "ns1.example.org.\n@ IN NS evil.", "NS1.example.org", ""):
+        with pytest.raises(records_mod.ZoneError):
+            records_mod.check_nameserver(bad)
+
+
 def test_serials_always_increase():
     assert next_serial(0, 1_800_000_000.5) == 1_800_000_000
     assert next_serial(1_800_000_000, 1_800_000_000) == 1_800_000_001  # two changes in a second
@@ -188,11 +217,19 @@ def test_dns_command_prints_a_hosts_file_in_pool_mode(capsys):
     assert "10.96.12.41" not in out
 
 
-def test_dns_command_refuses_a_bad_zone(capsys):
-    code = cli.main(["dns", "-f", str(ROOT / "examples"), "--dns-zone", "evil\nzone"])
+@pytest.mark.parametrize("option", ["--dns-zone", "--dns-nameserver"])
+def test_dns_command_refuses_a_bad_name(capsys, option):
+    code = cli.main(["dns", "-f", str(ROOT / "examples"), option, "evil\nzone"])
     _, err = capsys.readouterr()
     assert code == 2
-    assert "--dns-zone" in err
+    assert option in err
+
+
+def test_dns_command_names_the_name_server(capsys):
+    args = ["dns", "-f", str(ROOT / "examples"), "--dns-nameserver", "ns1.example.org."]
+    assert cli.main(args) == 0
+    out, _ = capsys.readouterr()
+    assert rrset(parse_zone(out), "cluster.local.", "NS") == {"ns1.example.org."}
 
 
 # The files `run` keeps.

@@ -4,12 +4,14 @@ kept up to date by the publisher, which reloads a real process with SIGHUP."""
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -55,14 +57,21 @@ def test_keepalived_accepts_the_config(keepalived_bin, interface, tmp_path):
     text = keepalived.render(VIPS, vrrp)
     result = keepalived_check(keepalived_bin, text, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    # One instance per family, the first address advertised, the others excluded from adverts.
+    # One instance per family, each advertising a link-local address derived from its router
+    # id; every VIP excluded from the adverts, in address order.
     assert text.count("vrrp_instance") == 2
     assert "virtual_router_id 51\n    priority 150\n    advert_int 1\n    authentication" in text
     assert "virtual_router_id 52" in text
-    assert f"        10.96.0.1/32 dev {interface}\n    }}\n    virtual_ipaddress_excluded" in text
-    # VRRPv3 advertises from a link-local address derived from its router id (RFC 5798).
-    assert f"        fe80::200:5eff:fe00:234/64 dev {interface}\n    }}\n" in text
-    assert f"        fd00:200::1/128 dev {interface}\n        fd00:200::5/128" in text
+    excluded = "    }\n    virtual_ipaddress_excluded {\n"
+    assert (
+        f"        169.254.51.1/32 dev {interface}\n{excluded}"
+        f"        10.96.0.1/32 dev {interface}\n        10.200.0.9/32 dev {interface}\n"
+        f"        10.200.0.10/32 dev {interface}\n    }}\n"
+    ) in text
+    assert (
+        f"        fe80::200:5eff:fe00:234/64 dev {interface}\n{excluded}"
+        f"        fd00:200::1/128 dev {interface}\n        fd00:200::5/128 dev {interface}\n"
+    ) in text
     assert text.count("auth_pass s3cr3t") == 1  # VRRPv3 (IPv6) has no authentication
 
 
@@ -135,7 +144,7 @@ while True:
 """
 
 
-def hups(process: subprocess.Popen[str], expected: int) -> None:
+def hups(process: subprocess.Popen[bytes], expected: int) -> None:
     """Wait until the process reports `expected` SIGHUPs in all (and no more)."""
     assert process.stdout is not None
     seen = 0
@@ -143,14 +152,20 @@ def hups(process: subprocess.Popen[str], expected: int) -> None:
     while seen < expected and time.monotonic() < deadline:
         seen = int(process.stdout.readline())
     assert seen == expected
+    # No more: a signal is sent before publish() returns, and reported within milliseconds.
+    more, _, _ = select.select([process.stdout], [], [], 0.3)
+    assert not more, f"more than {expected} SIGHUPs: {process.stdout.readline()!r}"
 
 
 @pytest.fixture
 def fake_keepalived(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-c", HUP_RECORDER], stdout=subprocess.PIPE, text=True
+        # Unbuffered: readline() reads byte by byte, so select() sees every line not yet read.
+        [sys.executable, "-c", HUP_RECORDER],
+        stdout=subprocess.PIPE,
+        bufsize=0,
     )
-    assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
     pidfile = tmp_path / "keepalived.pid"
     pidfile.write_text(f"{process.pid}\n")
     yield process, pidfile
@@ -178,7 +193,9 @@ def test_the_publisher_rewrites_and_reloads_only_when_the_vips_change(
     publisher.publish(one)
     hups(process, 1)
     text = config.read_text()
-    assert "10.96.0.1/32" in text and "192.0.2.1/32" in text  # every address it listens on
+    assert "10.96.0.1/32" in text
+    # Never an external IP: a Service's author could name the gateway's address.
+    assert "192.0.2.1" not in text
     assert "auth_pass s3cr3t" in text
     assert config.stat().st_mode & 0o777 == 0o600  # it holds the password
     assert keepalived_check(keepalived_bin, text, tmp_path).returncode == 0
@@ -221,6 +238,36 @@ def test_a_missing_keepalived_is_a_warning_not_a_failure(tmp_path, caplog):
     assert "keepalived was not reloaded" in caplog.text
 
 
+def test_a_reload_that_failed_is_sent_with_the_next_publish(tmp_path, fake_keepalived):
+    process, pidfile = fake_keepalived
+    waiting = tmp_path / "later.pid"
+    settings = PublishSettings(
+        keepalived_config=str(tmp_path / "keepalived.conf"),
+        keepalived_interface="eth0",
+        keepalived_pidfile=str(waiting),
+    )
+    publisher = Publisher(settings)
+    model = run(service("a")).model
+    publisher.publish(model)  # keepalived has not written its pid file yet
+    waiting.write_text(pidfile.read_text())
+    publisher.publish(model)  # the same VIPs, but the reload is still owed
+    hups(process, 1)
+    publisher.publish(model)
+    publisher.publish(run(service("b", cluster_ips=["10.96.0.99"])).model)
+    hups(process, 2)
+
+
+def test_no_signal_when_keepalived_reloads_itself(tmp_path, caplog):
+    config = tmp_path / "keepalived.conf"
+    settings = PublishSettings(
+        keepalived_config=str(config), keepalived_interface="eth0", keepalived_pidfile="none"
+    )
+    Publisher(settings).publish(run(service("a")).model)
+    assert "10.96.0.10/32" in config.read_text()
+    assert "not reloaded" not in caplog.text
+    assert not (Path.cwd() / "none").exists()
+
+
 @pytest.mark.parametrize("content", ["toolongpassword\n", "pass word\n", "a}\n"])
 def test_a_bad_password_file_stops_the_start(tmp_path, content):
     password = tmp_path / "vrrp-password"
@@ -235,95 +282,143 @@ def test_a_bad_password_file_stops_the_start(tmp_path, content):
     assert content.strip() not in str(raised.value), "the password is never echoed"
 
 
-# The real thing: keepalived in a network namespace of its own takes the VIPs, and follows the
-# publisher's changes on SIGHUP.
+# The real thing: keepalived in network namespaces of its own, two hosts on one link. It takes
+# the VIPs, follows the publisher's changes on SIGHUP, and fails over.
+
+
+@dataclass
+class Host:
+    netns: str
+    interface: str
+    tmp: Path
+    process: subprocess.Popen[str] | None = None
+
+    def addresses(self) -> set[str]:
+        out = subprocess.run(
+            ["ip", "-n", self.netns, "-o", "addr", "show", "dev", self.interface],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return {line.split()[3].split("/")[0] for line in out.splitlines()}
+
+    def publisher(self, priority: int) -> Publisher:
+        return Publisher(
+            PublishSettings(
+                keepalived_config=str(self.tmp / "keepalived.conf"),
+                keepalived_interface=self.interface,
+                keepalived_priority=priority,
+                keepalived_pidfile=str(self.tmp / "keepalived.pid"),
+            )
+        )
+
+    def start(self, keepalived_bin: str) -> None:
+        self.process = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                keepalived_bin,
+                "--dont-fork",
+                "--log-console",
+                "--no-syslog",
+                "--vrrp",
+                "--use-file",
+                str(self.tmp / "keepalived.conf"),
+                "--pid",
+                str(self.tmp / "keepalived.pid"),
+                "--vrrp_pid",
+                str(self.tmp / "vrrp.pid"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def stop(self) -> str:
+        if self.process is None:
+            return ""
+        self.process.terminate()
+        output, _ = self.process.communicate(timeout=20)
+        self.process = None
+        return output
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
-    """A network namespace with a veth interface `k2h0` holding 192.0.2.1/24 (root only)."""
-    name = f"k2h-test-{os.getpid()}"
+def link(tmp_path) -> Iterator[tuple[Host, Host]]:
+    """Two network namespaces joined by a veth pair, 192.0.2.1/24 and 192.0.2.2/24 (root)."""
     if shutil.which("ip") is None:
         pytest.skip("iproute2's ip is not installed")
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace here: {made.stderr.strip()}")
+    names = (f"k2h-a-{os.getpid()}", f"k2h-b-{os.getpid()}")
+    made = []
     try:
-        for command in (
-            "ip link set lo up",
-            "ip link add k2h0 type veth peer name k2h1",
-            "ip link set k2h1 up",
-            "ip link set k2h0 up",
-            "ip addr add 192.0.2.1/24 dev k2h0",
-        ):
-            subprocess.run(["ip", "-n", name, *command.split()[1:]], check=True)
-        yield name
+        for name in names:
+            result = subprocess.run(
+                ["ip", "netns", "add", name], capture_output=True, text=True, check=False
+            )
+            if result.returncode != 0:
+                pytest.skip(f"cannot create a network namespace here: {result.stderr.strip()}")
+            made.append(name)
+        a, b = names
+        commands = [
+            ["ip", "link", "add", "k2ha", "netns", a, "type", "veth", "peer", "k2hb", "netns", b],
+            ["ip", "-n", a, "addr", "add", "192.0.2.1/24", "dev", "k2ha"],
+            ["ip", "-n", b, "addr", "add", "192.0.2.2/24", "dev", "k2hb"],
+            ["ip", "-n", a, "link", "set", "k2ha", "up"],
+            ["ip", "-n", b, "link", "set", "k2hb", "up"],
+        ]
+        for command in commands:
+            subprocess.run(command, check=True)
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        hosts = (Host(a, "k2ha", tmp_path / "a"), Host(b, "k2hb", tmp_path / "b"))
+        yield hosts
+        for host in hosts:
+            host.stop()
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-def addresses(netns: str) -> set[str]:
-    out = subprocess.run(
-        ["ip", "-n", netns, "-o", "addr", "show", "dev", "k2h0"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {line.split()[3].split("/")[0] for line in out.splitlines()}
-
-
-def test_keepalived_takes_the_vips_and_follows_changes(tmp_path, keepalived_bin, netns):
-    config, pidfile = tmp_path / "keepalived.conf", tmp_path / "keepalived.pid"
-    publisher = Publisher(
-        PublishSettings(
-            keepalived_config=str(config),
-            keepalived_interface="k2h0",
-            keepalived_pidfile=str(pidfile),
-        )
-    )
+def test_keepalived_takes_the_vips_and_follows_changes(keepalived_bin, link):
+    host, _ = link
+    publisher = host.publisher(100)
     publisher.publish(run(service("a", cluster_ips=["10.96.0.1"]), service("b")).model)
-    process = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            netns,
-            keepalived_bin,
-            "--dont-fork",
-            "--log-console",
-            "--no-syslog",
-            "--vrrp",
-            "--use-file",
-            str(config),
-            "--pid",
-            str(pidfile),
-            "--vrrp_pid",
-            str(tmp_path / "vrrp.pid"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    host.start(keepalived_bin)
+    # Alone on its link, it becomes master after the master-down interval (~3 s).
+    wait_for(
+        lambda: {"10.96.0.1", "10.96.0.10"} <= host.addresses(),
+        timeout=20,
+        what="keepalived holding the VIPs",
     )
-    try:
-        # Alone on its link, it becomes master after the master-down interval (~3 s).
-        wait_for(
-            lambda: {"10.96.0.1", "10.96.0.10"} <= addresses(netns),
-            timeout=20,
-            what="keepalived holding the VIPs",
-        )
-        wait_for(pidfile.exists, what="keepalived's pid file")
-        publisher.publish(
-            run(
-                service("a", cluster_ips=["10.96.0.1"]), service("c", cluster_ips=["10.96.0.30"])
-            ).model
-        )
-        wait_for(
-            lambda: "10.96.0.30" in addresses(netns) and "10.96.0.10" not in addresses(netns),
-            timeout=20,
-            what="keepalived following the new VIP set",
-        )
-        assert "10.96.0.1" in addresses(netns)
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=20)
-    assert "Entering MASTER STATE" in output, output
+    wait_for((host.tmp / "keepalived.pid").exists, what="keepalived's pid file")
+    publisher.publish(
+        run(service("a", cluster_ips=["10.96.0.1"]), service("c", cluster_ips=["10.96.0.30"])).model
+    )
+    wait_for(
+        lambda: "10.96.0.30" in host.addresses() and "10.96.0.10" not in host.addresses(),
+        timeout=20,
+        what="keepalived following the new VIP set",
+    )
+    assert "10.96.0.1" in host.addresses()
+    assert "Entering MASTER STATE" in host.stop()
+
+
+def test_one_master_even_while_the_hosts_vip_sets_differ_and_failover(keepalived_bin, link):
+    """One host has reloaded with a new service, the other not yet: adverts must still agree,
+    or the backup would make itself master too. Then the master goes away: the backup takes
+    every VIP."""
+    a, b = link
+    a.publisher(150).publish(
+        run(service("x", cluster_ips=["10.96.0.5"]), service("y", cluster_ips=["10.96.0.9"])).model
+    )
+    b.publisher(100).publish(run(service("y", cluster_ips=["10.96.0.9"])).model)
+    a.start(keepalived_bin)
+    b.start(keepalived_bin)
+    wait_for(lambda: {"10.96.0.5", "10.96.0.9"} <= a.addresses(), timeout=20, what="a master")
+    time.sleep(4)  # longer than the master-down interval: b had every chance to take over
+    assert "10.96.0.9" not in b.addresses()
+    assert "Entering MASTER STATE" in a.stop()
+    wait_for(lambda: "10.96.0.9" in b.addresses(), timeout=20, what="failover to b")
+    assert b.stop().count("Entering MASTER STATE") == 1  # once: after a left

@@ -3,6 +3,7 @@ while it exists, whatever happens to the other services; collisions are refused 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 
@@ -13,8 +14,10 @@ from hypothesis import strategies as st
 from kube2haproxy import vips
 from kube2haproxy.grammar import GrammarError
 from kube2haproxy.render import Renderer
+from kube2haproxy.resources import Kind, key_of
 from kube2haproxy.settings import RenderSettings, TranslateSettings
-from kube2haproxy.translate import pool_networks
+from kube2haproxy.store import Store
+from kube2haproxy.translate import TranslateCache, pool_networks, translate
 from tests.builders import endpoint_slice, run, service
 
 V4 = ipaddress.ip_network("10.200.0.0/16")
@@ -47,7 +50,7 @@ def bound(translation, name: str, namespace: str = "default") -> set[str]:
         ("10.0.0.0/30", 1, 2),
         ("10.0.0.0/31", 0, 2),  # point-to-point: both usable (RFC 3021)
         ("10.0.0.7/32", 0, 1),
-        ("fd00::/64", 0, 2**64),  # IPv6 has no broadcast
+        ("fd00::/64", 1, 2**64 - 1),  # no broadcast; the Subnet-Router anycast is left out
         ("fd00::/127", 0, 2),
     ],
 )
@@ -68,7 +71,8 @@ def test_an_ipv4_pool_never_hands_out_its_network_or_broadcast_address():
         ("10.0.0.0/24", "10.0.0.0", False),
         ("10.0.0.0/24", "10.0.0.255", False),
         ("10.0.0.0/24", "10.0.1.1", False),
-        ("fd00::/64", "fd00::", True),
+        ("fd00::/64", "fd00::", False),  # Subnet-Router anycast
+        ("fd00::/64", "fd00::1", True),
         ("fd00::/64", "10.0.0.1", False),
     ],
 )
@@ -259,20 +263,52 @@ def test_a_collision_through_translate_names_both_services_and_skips_the_newer()
 
 
 def test_every_replica_renders_the_same_config_from_the_same_cluster():
+    """A replica that lived through the cluster's history (services created and deleted in some
+    order, translated incrementally with its cache) and one started afterwards from a list in
+    another order render the same bytes: a crowded pool (14 addresses, 40 services) makes the
+    collisions, and the deletions hand addresses to the services that waited for them."""
     objects = [
         service(f"svc-{i}", f"ns-{i % 7}", created=f"2026-01-01T00:00:{i:02d}Z") for i in range(40)
     ]
+    settings = TranslateSettings(vip_mode="pool", vip_cidr="10.9.0.0/28")
     renderer = Renderer(RenderSettings())
-    texts = set()
-    for seed in range(3):
-        shuffled = objects[:]
-        random.Random(seed).shuffle(shuffled)
-        texts.add(renderer.render(run(*shuffled, vip_mode="pool", vip_cidr="10.9.0.0/28").model))
-    assert len(texts) == 1
+    gone = set(random.Random(7).sample(range(40), 12))
+
+    store, cache = Store(), TranslateCache()
+    for i in random.Random(1).sample(range(40), 40):
+        store.put(Kind.SERVICE, key_of(objects[i]), objects[i])
+        translate(store.snapshot(), settings, cache=cache)
+    for i in sorted(gone):
+        store.delete(Kind.SERVICE, key_of(objects[i]))
+        translate(store.snapshot(), settings, cache=cache)
+    lived = translate(store.snapshot(), settings, cache=cache)
+
+    kept = [objects[i] for i in range(40) if i not in gone]
+    random.Random(2).shuffle(kept)
+    started_later = run(*kept, **dataclasses.asdict(settings))
+    assert renderer.render(lived.model) == renderer.render(started_later.model)
+    assert lived.findings == started_later.findings
+    assert any("belongs to the older Service" in f.message for f in lived.findings)
 
 
 @pytest.mark.parametrize(
-    "cidr", ["10.0.0.0/8,10.1.0.0/16", "fd00::/64,fd01::/64", "10.0.0.0/33", "10.0.0.0/8,", "x"]
+    "cidr",
+    [
+        "10.0.0.0/8,10.1.0.0/16",
+        "fd00::/64,fd01::/64",
+        "10.0.0.0/33",
+        "10.0.0.0/8,",
+        "x",
+        # No service can listen there, or keepalived advertises there.
+        "0.0.0.0/0",
+        "0.0.0.0/24",
+        "169.254.0.0/16",
+        "224.0.0.0/24",
+        "255.255.255.255/32",
+        "::/0",
+        "fe80::/64",
+        "ff02::/16",
+    ],
 )
 def test_invalid_pool_networks_are_refused(cidr):
     settings = TranslateSettings(vip_mode="pool", vip_cidr=cidr)
@@ -284,3 +320,5 @@ def test_pool_networks_are_canonical_and_only_used_in_pool_mode():
     settings = TranslateSettings(vip_mode="pool", vip_cidr=" 10.200.0.1/16 , fd00:200::/64")
     assert pool_networks(settings) == (V4, V6)  # host bits dropped: the same network
     assert pool_networks(TranslateSettings(vip_cidr="10.200.0.0/16")) == ()
+    loopback = TranslateSettings(vip_mode="pool", vip_cidr="127.0.0.0/8,::1/128")
+    assert [str(n) for n in pool_networks(loopback)] == ["127.0.0.0/8", "::1/128"]
