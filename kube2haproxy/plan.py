@@ -193,12 +193,27 @@ def reasons(changes: Changes) -> tuple[str, ...]:
 
 
 def runtime_commands(before: Backend, after: Backend) -> list[str]:
-    """Runtime API commands that turn the slots of `before` into those of `after` (same count)."""
-    commands = []
+    """Runtime API commands that turn the slots of `before` into those of `after` (same count).
+
+    Capacity is added before it is taken away: slots that start serving come first, slots that
+    move to another endpoint next, slots that drain or empty last. HAProxy runs the commands one
+    by one while its threads accept connections; in slot order, replacing every endpoint at once
+    would leave the backend a moment without a server, and a connection arriving then is closed.
+    """
+    ranked = []
     for old, new in zip(before.servers, after.servers, strict=True):
         if old != new:
-            commands.extend(slot_commands(after.name, old, new))
-    return commands
+            ranked.append((_rank(old, new), slot_commands(after.name, old, new)))
+    ranked.sort(key=lambda item: item[0])  # stable: slot order within a rank
+    return [command for _, commands in ranked for command in commands]
+
+
+def _rank(old: Server, new: Server) -> int:
+    if new.parked or (new.state is ServerState.DRAIN and old.state is ServerState.READY):
+        return 2  # takes capacity away
+    if not old.parked and (old.ip, old.port) != (new.ip, new.port):
+        return 1  # one endpoint for another
+    return 0  # a new endpoint, or one that serves again
 
 
 def slot_commands(backend: str, old: Server, new: Server) -> list[str]:

@@ -208,6 +208,35 @@ READY, DRAIN = ServerState.READY, ServerState.DRAIN
         pytest.param(
             [("10.0.0.1", 80, READY), PARKED], [("10.0.0.1", 80, READY), PARKED], [], id="unchanged"
         ),
+        pytest.param(
+            # Every endpoint replaced: the new ones serve before the old ones stop, whatever
+            # the slot order (a moment without a server closes the connections it gets).
+            [
+                ("10.0.0.1", 80, READY),
+                ("10.0.0.2", 80, READY),
+                ("10.0.0.3", 80, READY),
+                PARKED,
+                PARKED,
+            ],
+            [
+                PARKED,
+                ("10.0.0.2", 80, DRAIN),
+                ("10.0.0.9", 80, READY),
+                PARKED,
+                ("10.0.0.8", 80, READY),
+            ],
+            [
+                "set server ns_web_http/s5 addr 10.0.0.8 port 80",
+                "set server ns_web_http/s5 state ready",
+                "set server ns_web_http/s3 state maint",
+                "set server ns_web_http/s3 addr 10.0.0.9 port 80",
+                "set server ns_web_http/s3 state ready",
+                "set server ns_web_http/s1 state maint",
+                "set server ns_web_http/s1 addr 127.0.0.1 port 1",
+                "set server ns_web_http/s2 state drain",
+            ],
+            id="capacity-before-removal",
+        ),
     ],
 )
 def test_runtime_commands(before, after, commands):

@@ -57,6 +57,12 @@ def controller(*args: str, env: dict[str, str] | None = None) -> Iterator[subpro
     )
     try:
         yield process
+    except BaseException:
+        if process.poll() is None:
+            process.kill()
+        with contextlib.suppress(ValueError, subprocess.TimeoutExpired):  # output read already
+            print(process.communicate(timeout=10)[0])  # pytest shows it with the failure
+        raise
     finally:
         if process.poll() is None:
             process.kill()
