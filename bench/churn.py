@@ -12,28 +12,15 @@ supervising HAProxy, the official client watching), with N services x 10 endpoin
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import time
 
 from cluster import endpoint_slice as bench_slice
-from harness import rss_mb, serving_cluster
+from harness import http_body, serving_cluster, worker_rss_mb
 
 from kube2haproxy.haproxy import MasterCLI, RuntimeAPI, parse_servers_state
 from tests.builders import endpoint_slice, service
 from tests.live import Backend, free_port
-
-
-def ask(ip: str, port: int) -> str:
-    try:
-        with socket.create_connection((ip, port), timeout=1) as sock:
-            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while chunk := sock.recv(4096):
-                data += chunk
-        return data.rsplit(b"\r\n\r\n", 1)[-1].decode()
-    except OSError:
-        return ""
 
 
 def latency(api, vip: str, port: int, pool: list[Backend], changes: int) -> list[float]:
@@ -53,7 +40,7 @@ def latency(api, vip: str, port: int, pool: list[Backend], changes: int) -> list
                 ports=[("http", target.port)],
             )
         )
-        while ask(vip, port) != target.name:
+        while http_body(vip, port) != target.name:
             if time.monotonic() - started > 30:
                 raise SystemExit(f"change {i}: not routed after 30 s")
         samples.append(time.monotonic() - started)
@@ -124,7 +111,8 @@ def main() -> None:
                     ports=[("http", pool[0].port)],
                 )
             )
-            while ask(vip, port) != "b0":  # the probe service needs one reload: a new frontend
+            # The probe service needs one reload: a new frontend.
+            while http_body(vip, port) != "b0":
                 time.sleep(0.05)
             time.sleep(2)
             master = MasterCLI(str(workdir / "run" / "master.sock"))
@@ -134,8 +122,7 @@ def main() -> None:
             assert master.processes().reloads == reloads, "an endpoint change reloaded"
             lag = storm(api, runtime, services=min(100, count), changes=1000, seconds=10.0)
             storm_reloads = master.processes().reloads - reloads
-            worker = master.processes().current_worker
-            worker_rss = rss_mb(worker)[0] if worker else 0.0
+            worker_rss = worker_rss_mb(workdir)
             slots = len(runtime.servers_state())  # once, after the measurements
         ordered = sorted(samples)
         p99 = ordered[max(0, round(0.99 * len(ordered)) - 1)]

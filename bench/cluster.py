@@ -6,6 +6,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from kube2haproxy.resources import key_of, kind_of
+from kube2haproxy.store import Store
+
 JSON = dict[str, Any]
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
 POD_CIDR = ipaddress.ip_network("10.128.0.0/9")
@@ -67,3 +70,13 @@ def cluster(services: int, endpoints: int) -> list[JSON]:
         objects.append(service(i))
         objects.append(endpoint_slice(i, endpoints))
     return objects
+
+
+def store_of(objects: list[JSON]) -> Store:
+    """The objects in a store, as the controller and `render` hold them."""
+    store = Store()
+    for obj in objects:
+        kind = kind_of(obj)
+        assert kind is not None
+        store.put(kind, key_of(obj), obj)
+    return store

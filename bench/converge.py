@@ -11,39 +11,15 @@ ratio (goal: <= 2). Run as root or with a high RLIMIT_NOFILE: every service is a
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-from harness import probe, serving_cluster
+from harness import check_config, http_body, probe, serving_cluster
 
 from tests.builders import endpoint_slice as slice_of
 from tests.builders import service as service_of
 from tests.live import Backend
-
-
-def routed(ip: str, port: int, expected: str) -> bool:
-    try:
-        with socket.create_connection((ip, port), timeout=1) as sock:
-            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while chunk := sock.recv(4096):
-                data += chunk
-        return data.endswith(expected.encode())
-    except OSError:
-        return False
-
-
-def check_seconds(config: Path, haproxy_bin: str, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run([haproxy_bin, "-c", "-f", str(config)], capture_output=True, check=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -80,14 +56,14 @@ def main() -> None:
                 api.put(
                     slice_of(name, "bench", endpoints=[backend.ip], ports=[("http", backend.port)])
                 )
-                while not routed(vip, port, "new"):
+                while http_body(vip, port) != "new":
                     if time.monotonic() - started > 120:
                         sys.exit(f"round {round_}: not routed after 120 s")
                     time.sleep(0.005)
                 samples.append(time.monotonic() - started)
                 time.sleep(0.5)  # let the old worker go before the next round
             assert probe(listen, "/readyz")[0] == 200
-            check = check_seconds(workdir / "run" / "haproxy.cfg", args.haproxy_bin)
+            check, _ = check_config(args.haproxy_bin, workdir / "run" / "haproxy.cfg", repeat=3)
         p50 = statistics.median(samples)
         print(
             f"{count:>8} {ready:>6.1f}s {p50:>11.2f}s {min(samples):>5.2f}s "

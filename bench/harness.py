@@ -3,9 +3,10 @@ synthetic cluster, and `kube2haproxy run` as a real subprocess against it, super
 
 from __future__ import annotations
 
-import json
 import os
 import resource
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -13,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluster import endpoint_slice, service  # noqa: E402
 
+from kube2haproxy.haproxy import MasterCLI  # noqa: E402
 from tests.fakeapi import FakeKubeAPI  # noqa: E402
 from tests.live import free_port  # noqa: E402
 
@@ -73,6 +75,9 @@ def controller(
             f"127.0.0.1:{listen}",
             "--log-format",
             "json",
+            # The README's figures are for two threads; HAProxy's default is one per CPU.
+            "--nbthread",
+            "2",
             *extra,
         ],
         stdout=log,
@@ -111,12 +116,44 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def log_lines(workdir: Path) -> list[dict]:
-    out = []
-    for line in (workdir / "controller.log").read_text().splitlines():
-        with suppress(json.JSONDecodeError):
-            out.append(json.loads(line))
-    return out
+def worker_rss_mb(workdir: Path) -> float:
+    """Resident memory of the current HAProxy worker of a controller's run directory, MB."""
+    worker = MasterCLI(str(workdir / "run" / "master.sock")).processes().current_worker
+    return rss_mb(worker)[0] if worker else 0.0
+
+
+def http_body(ip: str, port: int) -> str:
+    """The body of `GET /` over HTTP/1.0 (the test backends answer their name), "" on error."""
+    try:
+        with socket.create_connection((ip, port), timeout=1) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        return data.rsplit(b"\r\n\r\n", 1)[-1].decode()
+    except OSError:
+        return ""
+
+
+def check_config(binary: str, path: Path, repeat: int = 1) -> tuple[float, float]:
+    """`haproxy -c` of a config file: the median seconds over `repeat` runs and the peak
+    resident memory of the check (MB, from the kernel's accounting of the child). Exits with
+    HAProxy's output when the config fails."""
+    times, peak_kb = [], 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            [binary, "-c", "-f", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert child.stdout is not None
+        output = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        times.append(time.perf_counter() - started)
+        peak_kb = max(peak_kb, usage.ru_maxrss)
+        if child.returncode != 0:
+            sys.exit(f"haproxy -c failed:\n{output.decode(errors='replace')[-4000:]}")
+    return statistics.median(times), peak_kb / 1024
 
 
 @contextmanager

@@ -27,12 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cluster import endpoint_slice, service
+from cluster import endpoint_slice, service, store_of
+from harness import check_config
 
 from kube2haproxy import heap
 from kube2haproxy.model import listeners
 from kube2haproxy.render import Renderer
-from kube2haproxy.resources import key_of, kind_of
 from kube2haproxy.settings import RenderSettings, TranslateSettings
 from kube2haproxy.store import Store
 from kube2haproxy.translate import translate
@@ -50,7 +50,7 @@ def ports_of(index: int) -> list[dict]:
 
 
 def mixed_cluster(services: int, endpoints: int) -> Store:
-    store = Store()
+    objects = []
     for i in range(services):
         svc = service(i)
         svc["spec"]["ports"] = ports_of(i)
@@ -58,21 +58,8 @@ def mixed_cluster(services: int, endpoints: int) -> Store:
         eps["ports"] = [
             {"name": p["name"], "port": p["targetPort"], "protocol": "TCP"} for p in ports_of(i)
         ]
-        for obj in (svc, eps):
-            kind = kind_of(obj)
-            assert kind is not None
-            store.put(kind, key_of(obj), obj)
-    return store
-
-
-def check(binary: str, path: Path) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [binary, "-c", "-f", str(path)], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        sys.exit(f"haproxy -c failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    return time.perf_counter() - started
+        objects += [svc, eps]
+    return store_of(objects)
 
 
 def listening_sockets(pid: int) -> int:
@@ -172,9 +159,7 @@ def main() -> None:
                     (maps / name).write_text(content)
                 path = Path(tmp) / "haproxy.cfg"
                 path.write_text(text)
-                check_s = statistics.median(
-                    check(args.haproxy_bin, path) for _ in range(args.repeat)
-                )
+                check_s, _ = check_config(args.haproxy_bin, path, repeat=args.repeat)
                 sockets = len(listeners(model, layout))
                 binds = sum(1 for line in text.splitlines() if line.lstrip().startswith("bind "))
                 started = start(args.haproxy_bin, path, args.fd_limit) if args.start else ""

@@ -4,6 +4,7 @@ resident memory is read from /proc (goal at 10,000 x 10: <= 250 MB). HAProxy's o
 reported beside it.
 
     python bench/memory.py --services 10000 --endpoints 10
+    python bench/memory.py --services 10000 --slots-free 0 --slots-block 1   # no spare lines
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from harness import rss_mb, serving_cluster
-
-from kube2haproxy.haproxy import MasterCLI
+from harness import rss_mb, serving_cluster, worker_rss_mb
 
 
 def main() -> None:
@@ -23,6 +22,12 @@ def main() -> None:
     parser.add_argument("--services", type=int, nargs="+", default=[10000])
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--haproxy-bin", default="haproxy")
+    parser.add_argument(
+        "--slots-free",
+        default="4",
+        help="the controller's --slots-free (0, with --slots-block 1: no spare server lines)",
+    )
+    parser.add_argument("--slots-block", default="8", help="the controller's --slots-block")
     args = parser.parse_args()
     print(
         f"{'services':>8} {'endpoints':>9} {'sync+apply':>10} {'controller RSS':>14} "
@@ -30,12 +35,20 @@ def main() -> None:
         flush=True,
     )
     for count in args.services:
-        cluster = serving_cluster(count, args.endpoints, haproxy_bin=args.haproxy_bin, timeout=900)
+        cluster = serving_cluster(
+            count,
+            args.endpoints,
+            "--slots-free",
+            args.slots_free,
+            "--slots-block",
+            args.slots_block,
+            haproxy_bin=args.haproxy_bin,
+            timeout=900,
+        )
         with cluster as (_, workdir, process, _, ready):
             time.sleep(2)  # let the first apply's garbage go
             rss, peak = rss_mb(process.pid)
-            worker = MasterCLI(str(workdir / "run" / "master.sock")).processes()
-            worker_rss = rss_mb(worker.current_worker)[0] if worker.current_worker else 0.0
+            worker_rss = worker_rss_mb(workdir)
         print(
             f"{count:>8} {args.endpoints:>9} {ready:>9.1f}s {rss:>11.0f} MB {peak:>5.0f} MB "
             f"{worker_rss:>15.0f} MB",

@@ -13,7 +13,6 @@ import cProfile
 import gc
 import pstats
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,13 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cluster import cluster
+from cluster import cluster, store_of
+from harness import check_config
 
 from kube2haproxy import heap
 from kube2haproxy.render import Renderer
-from kube2haproxy.resources import key_of, kind_of
 from kube2haproxy.settings import RenderSettings, TranslateSettings
-from kube2haproxy.store import Store
 from kube2haproxy.translate import translate
 
 
@@ -44,15 +42,10 @@ def main() -> None:
 
     print(
         f"{'services':>8} {'endpoints':>9} {'translate':>10} {'render':>8} {'t+r':>8} "
-        f"{'haproxy -c':>10} {'ratio':>6} {'cfg MB':>7}"
+        f"{'haproxy -c':>10} {'ratio':>6} {'cfg MB':>7} {'-c peak RSS':>11}"
     )
     for services in args.services:
-        store = Store()
-        for obj in cluster(services, args.endpoints):
-            kind = kind_of(obj)
-            assert kind is not None
-            store.put(kind, key_of(obj), obj)
-        snapshot = store.snapshot()
+        snapshot = store_of(cluster(services, args.endpoints)).snapshot()
         renderer = Renderer(RenderSettings())
         settings = TranslateSettings()
         heap.settle()  # as the CLI and the controller do after loading
@@ -78,26 +71,15 @@ def main() -> None:
             profiler.disable()
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 
-        check_s = []
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "haproxy.cfg"
             path.write_text(text)
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                result = subprocess.run(
-                    [args.haproxy_bin, "-c", "-f", str(path)],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                check_s.append(time.perf_counter() - t0)
-                if result.returncode != 0:
-                    sys.exit(f"haproxy -c failed:\n{result.stdout}{result.stderr}")
+            check_s, check_mb = check_config(args.haproxy_bin, path, repeat=args.repeat)
         med = statistics.median
         print(
             f"{services:>8} {args.endpoints:>9} {med(translate_s):>9.3f}s {med(render_s):>7.3f}s "
-            f"{med(total_s):>7.3f}s {med(check_s):>9.3f}s {med(total_s) / med(check_s):>6.2f} "
-            f"{len(text) / 1e6:>7.1f}",
+            f"{med(total_s):>7.3f}s {check_s:>9.3f}s {med(total_s) / check_s:>6.2f} "
+            f"{len(text) / 1e6:>7.1f} {check_mb:>8.0f} MB",
             flush=True,
         )
 

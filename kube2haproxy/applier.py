@@ -30,6 +30,7 @@ from kube2haproxy.haproxy import (
 )
 from kube2haproxy.model import MAP_FILES
 from kube2haproxy.plan import Observed
+from kube2haproxy.settings import maps_dir_beside
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class HAProxyApplier:
         maps_dir: Path | None = None,
     ) -> None:
         self.config = config
-        self.maps_dir = maps_dir if maps_dir is not None else config.parent / "maps"
+        self.maps_dir = maps_dir if maps_dir is not None else Path(maps_dir_beside(str(config)))
         self.runtime = runtime
         self.binary = binary
         self.check_timeout_s = check_timeout_s
@@ -274,7 +275,7 @@ def unexpected_reply(command: str, reply: str) -> str | None:
         match = _ADDR_REPLY.fullmatch(reply)
         if match is None:
             return f"{command!r}: {reply!r}"
-        if match["ip"] is not None and _same_ip(match["ip"], words[4]) is False:
+        if match["ip"] is not None and not _same_ip(match["ip"], words[4]):
             return f"{command!r}: HAProxy set the address {match['ip']!r}"
         if match["port"] is not None and match["port"] != words[6]:
             return f"{command!r}: HAProxy set the port {match['port']!r}"

@@ -234,7 +234,7 @@ def render(  # the dry run
     config = settings_from(values)
     if output is not None and config.render.maps_dir is None:
         config = replace(
-            config, render=replace(config.render, maps_dir=str(output.resolve().parent / "maps"))
+            config, render=replace(config.render, maps_dir=settings.maps_dir_beside(str(output)))
         )
     renderer = Renderer(config.render)  # template errors before any work
     loaded_findings, translation = _load_and_translate(paths, config)

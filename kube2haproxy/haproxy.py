@@ -262,10 +262,7 @@ class ServerStatus:
         """Forced or inherited maintenance; `disabled` in the config (CMAINT) counts only while
         the server is stopped: `set server state ready` makes it run but leaves the bit set."""
         forced = (
-            ADMIN_FORCED_MAINT
-            | ADMIN_INHERITED_MAINT
-            | ADMIN_RESOLVE_MAINT
-            | (ADMIN_HOSTNAME_MAINT)
+            ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLVE_MAINT | ADMIN_HOSTNAME_MAINT
         )
         return bool(self.admin & forced) or bool(
             self.admin & ADMIN_CONFIG_MAINT and self.op_state == OP_STOPPED
@@ -318,7 +315,7 @@ class _Process:
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
+            pass  # it exists, as another user's
         return True
 
     def wait(self, timeout: float | None = None) -> int:

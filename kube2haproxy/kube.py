@@ -32,7 +32,7 @@ from kube2haproxy.errors import EnvironmentProblem
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.resources import JSON, FieldError, Key, Kind, key_of, prune
 from kube2haproxy.settings import KubeSettings
-from kube2haproxy.store import Event, EventType
+from kube2haproxy.store import Event, EventType, differences
 
 log = logging.getLogger(__name__)
 
@@ -299,14 +299,16 @@ class _Watcher:
             log.info("%s: listed %d objects at resourceVersion %s", self.name, len(items), version)
         return version
 
-    def _get(self, **kwargs: Any) -> JSON:
+    def _request(self, *, read_timeout_s: float, **kwargs: Any) -> Any:
+        """The raw HTTP response of a list or watch request (with --label-selector)."""
         if self.resource.selectable and self._settings.label_selector:
             kwargs["label_selector"] = self._settings.label_selector
-        response = self._call(
-            _preload_content=False,
-            _request_timeout=(CONNECT_TIMEOUT_S, self._settings.watch_timeout_ms / 1000),
-            **kwargs,
+        return self._call(
+            _preload_content=False, _request_timeout=(CONNECT_TIMEOUT_S, read_timeout_s), **kwargs
         )
+
+    def _get(self, **kwargs: Any) -> JSON:
+        response = self._request(read_timeout_s=self._settings.watch_timeout_ms / 1000, **kwargs)
         try:
             body = json.loads(response.data)
         finally:
@@ -316,15 +318,15 @@ class _Watcher:
         return body
 
     def _reconcile(self, items: dict[Key, JSON]) -> None:
-        for key, obj in items.items():
-            before = self._known.get(key)
-            if before is None:
-                self._emit(Event(EventType.ADDED, self.name, self.resource.kind, key, obj))
-            elif _version(before) != _version(obj):
-                self._emit(Event(EventType.MODIFIED, self.name, self.resource.kind, key, obj))
-        for key, before in self._known.items():
-            if key not in items:  # deleted while we were away
-                self._emit(Event(EventType.DELETED, self.name, self.resource.kind, key, before))
+        """Emit what changed since the objects we knew, deletions while we were away included."""
+        kind = self.resource.kind
+        for event in differences(
+            self.name,
+            {(kind, key): obj for key, obj in self._known.items()},
+            {(kind, key): obj for key, obj in items.items()},
+            same=lambda a, b: _version(a) == _version(b),
+        ):
+            self._emit(event)
         self._known = items
 
     # --- watch ----------------------------------------------------------------------------
@@ -343,13 +345,7 @@ class _Watcher:
             "allow_watch_bookmarks": True,
             "timeout_seconds": server_timeout,
         }
-        if self.resource.selectable and self._settings.label_selector:
-            kwargs["label_selector"] = self._settings.label_selector
-        response = self._call(
-            _preload_content=False,
-            _request_timeout=(CONNECT_TIMEOUT_S, server_timeout + self._read_grace_s),
-            **kwargs,
-        )
+        response = self._request(read_timeout_s=server_timeout + self._read_grace_s, **kwargs)
         self._response = response
         progressed = False
         try:

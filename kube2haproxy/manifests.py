@@ -26,7 +26,7 @@ from watchdog.observers.api import BaseObserver
 from kube2haproxy.errors import InputError
 from kube2haproxy.findings import Finding, warning
 from kube2haproxy.resources import JSON, FieldError, Key, Kind, key_of, kind_of
-from kube2haproxy.store import Event, EventType
+from kube2haproxy.store import Event, EventType, differences
 
 log = logging.getLogger(__name__)
 
@@ -243,14 +243,10 @@ class ManifestSource:
         for finding in manifests.findings:
             log.warning("%s", finding)
         self.reloads += 1
-        for (kind, key), obj in manifests.objects.items():
-            before = self._emitted.get((kind, key))
-            if before != obj:
-                kind_of_change = EventType.ADDED if before is None else EventType.MODIFIED
-                self._emit(Event(kind_of_change, "manifests", kind, key, obj))
-        for (kind, key), before in self._emitted.items():
-            if (kind, key) not in manifests.objects:
-                self._emit(Event(EventType.DELETED, "manifests", kind, key, before))
+        for event in differences(
+            "manifests", self._emitted, manifests.objects, same=lambda a, b: a == b
+        ):
+            self._emit(event)
         self._emitted = dict(manifests.objects)
 
 

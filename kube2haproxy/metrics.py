@@ -20,6 +20,10 @@ class Metrics:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+
+        def durations(name: str, documentation: str) -> Histogram:
+            return Histogram(name, documentation, buckets=DURATION_BUCKETS, registry=r)
+
         self.reloads = Counter(
             "kube2haproxy_reloads",
             "Applies that needed HAProxy to load a new config, by result: "
@@ -28,29 +32,21 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self.translate_seconds = Histogram(
+        self.translate_seconds = durations(
             "kube2haproxy_translate_duration_seconds",
             "Time to translate the cluster into the model.",
-            buckets=DURATION_BUCKETS,
-            registry=r,
         )
-        self.render_seconds = Histogram(
+        self.render_seconds = durations(
             "kube2haproxy_render_duration_seconds",
             "Time to render haproxy.cfg.",
-            buckets=DURATION_BUCKETS,
-            registry=r,
         )
-        self.validate_seconds = Histogram(
+        self.validate_seconds = durations(
             "kube2haproxy_validate_duration_seconds",
             "Time `haproxy -c` took.",
-            buckets=DURATION_BUCKETS,
-            registry=r,
         )
-        self.reload_seconds = Histogram(
+        self.reload_seconds = durations(
             "kube2haproxy_reload_duration_seconds",
             "Time from the reload command to the new worker confirmed (or HAProxy started).",
-            buckets=DURATION_BUCKETS,
-            registry=r,
         )
         self.pending_changes = Gauge(
             "kube2haproxy_pending_changes",
@@ -116,11 +112,9 @@ class Metrics:
             "Runtime API commands sent for endpoint changes.",
             registry=r,
         )
-        self.runtime_seconds = Histogram(
+        self.runtime_seconds = durations(
             "kube2haproxy_runtime_update_duration_seconds",
             "Time to send and check the runtime API commands of one update.",
-            buckets=DURATION_BUCKETS,
-            registry=r,
         )
         self.drift_checks = Counter(
             "kube2haproxy_drift_checks",

@@ -93,11 +93,10 @@ def fit(old: Model | None, new: Model) -> Model:
     running = {b.name: b for b in old.backends}
     resized = {}
     for name in changes.slots_changed:
-        backend = next(b for b in new.backends if b.name == name)
-        endpoints = [s for s in backend.servers if not s.parked]
-        if len(endpoints) > len(running[name].servers):
+        fitted = _in_slots_of(running[name], next(b for b in new.backends if b.name == name))
+        if fitted is None:
             return new  # exhausted: a reload grows the slots
-        resized[name] = resize(backend, len(running[name].servers))
+        resized[name] = fitted
     return replace(new, backends=tuple(resized.get(b.name, b) for b in new.backends))
 
 
@@ -117,10 +116,10 @@ def patch(old: Model, backends: Mapping[str, Backend]) -> tuple[Model, Plan] | N
         )
         if before is None or before.settings != new.settings:
             return None
-        if len(new.servers) != len(before.servers):
-            if sum(1 for s in new.servers if not s.parked) > len(before.servers):
-                return None
-            new = resize(new, len(before.servers))
+        fitted = _in_slots_of(before, new)
+        if fitted is None:
+            return None
+        new = fitted
         if new.servers == before.servers:
             continue
         commands.extend(runtime_commands(before, new))
@@ -130,6 +129,17 @@ def patch(old: Model, backends: Mapping[str, Backend]) -> tuple[Model, Plan] | N
     model = replace(old, backends=tuple(replaced.get(b.name, b) for b in old.backends))
     changes = Changes(servers_changed=tuple(replaced))
     return model, Plan(Action.RUNTIME, changes, reasons(changes), tuple(commands))
+
+
+def _in_slots_of(running: Backend, backend: Backend) -> Backend | None:
+    """`backend` laid out in the slot count `running` has, or None when its endpoints do not
+    fit there (a reload must grow the slots)."""
+    count = len(running.servers)
+    if len(backend.servers) == count:
+        return backend
+    if sum(1 for s in backend.servers if not s.parked) > count:
+        return None
+    return resize(backend, count)
 
 
 def resize(backend: Backend, count: int) -> Backend:

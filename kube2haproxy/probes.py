@@ -71,13 +71,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        check = {"/healthz": self.live, "/livez": self.live, "/readyz": self.ready}.get(path)
         if path == "/metrics":
             self._send(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
-        elif path in ("/healthz", "/livez"):
-            ok, why = self.live()
-            self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
-        elif path == "/readyz":
-            ok, why = self.ready()
+        elif check is not None:
+            ok, why = check()
             self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
         else:
             self._send(404, b"not found\n", "text/plain; charset=utf-8")

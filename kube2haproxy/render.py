@@ -104,8 +104,6 @@ class Renderer:
             for name in self._env.list_templates(extensions=["j2"]):
                 self._env.get_template(name)
             self._template = self._env.get_template(MAIN_TEMPLATE)
-            for name in ("frontends.j2", "backends.j2", "ports.j2", "rules.j2"):
-                self._env.get_template(name)
         except jinja2.TemplateError as exc:
             raise TemplateError(_describe(exc)) from exc
         self._head: str | None = None
@@ -150,6 +148,15 @@ class Renderer:
         directory (`maps_dir`). Their names carry a hash of their content."""
         if self._settings.frontend_layout != "per-port":
             return {}
+        # The maps are HAProxy's input too: each value written into them passes the same guard
+        # as every `{{ value }}` of the templates, so none can add a word or a line.
+        for frontend in model.frontends:
+            try:
+                _guard(frontend.backend)
+                for bind in frontend.binds:
+                    _guard(bind.ip)
+            except UnsafeValueError as exc:
+                raise TemplateError(f"map of port {frontend.port}: {exc}") from exc
         return dict(self._ports(model)[1])
 
     def _ports(self, model: Model) -> tuple[tuple[PortFrontend, ...], dict[str, str]]:

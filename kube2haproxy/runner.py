@@ -34,10 +34,11 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
     paths = resolve_paths(
         settings, uid=os.getuid(), environ=dict(os.environ), tmp=tempfile.gettempdir()
     )
-    maps_dir = settings.render.maps_dir or str(Path(paths.config).resolve().parent / "maps")
     settings = replace(
         settings,
-        render=replace(settings.render, runtime_socket=paths.runtime_socket, maps_dir=maps_dir),
+        render=replace(
+            settings.render, runtime_socket=paths.runtime_socket, maps_dir=paths.maps_dir
+        ),
     )
     renderer = Renderer(settings.render)  # template errors before anything starts
     publisher = Publisher(settings.publish)  # and an unreadable password file
@@ -52,7 +53,7 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
         master=master,
         runtime=RuntimeAPI(paths.runtime_socket),
         supervisor=supervisor,
-        maps_dir=Path(maps_dir),
+        maps_dir=Path(paths.maps_dir),
     )
     sources = _sources(settings, manifests, metrics)
     controller = Controller(

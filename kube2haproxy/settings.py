@@ -75,7 +75,7 @@ class TranslateSettings:
         ),
     )
     # A rolling update of 10 replicas with maxSurge 25% lists 13 endpoints: 4 free slots absorb
-    # it without a reload. Each server line costs ~5.5 KB of worker memory; blocks of 8 keep the
+    # it without a reload. Each server line costs ~5.3 KB of worker memory; blocks of 8 keep the
     # count coarse, so scaling by one seldom changes it.
     slots_free: int = field(
         default=4,
@@ -132,7 +132,8 @@ class RenderSettings:
             ValueKind.PATH,
         ),
     )
-    # Per-service: one socket per VIP and port (15,000 services exhausted 20,000 descriptors).
+    # Per-service: one socket per VIP and port (60,000 at 50,000 services, which did not start
+    # under a 20,000 descriptor limit: bench/layout.py).
     frontend_layout: str = field(
         default="per-service",
         metadata=_opt(
@@ -223,8 +224,8 @@ class RenderSettings:
         ),
     )
     # After a reload, old workers finish their connections. With 24 h tunnels they could live a
-    # day, each holding a whole config (555 MB at 10,000 services); ten minutes bounds memory
-    # and still lets ordinary requests and most streams finish.
+    # day, each holding a whole config (about 1.1 GB at 10,000 services, README "Serving"); ten
+    # minutes bounds memory and still lets ordinary requests and most streams finish.
     hard_stop_after_ms: int = field(
         default=600_000,
         metadata=_opt(
@@ -255,7 +256,8 @@ class HAProxySettings:
             "--haproxy-bin", "The haproxy executable (a name on PATH or a path).", ValueKind.PATH
         ),
     )
-    # 50,000 services take ~5 s to check on two cores; two minutes leaves room for slow disks.
+    # 50,000 services take ~9 s to check on two cores (bench/render.py); two minutes leaves
+    # room for slow disks.
     check_timeout_ms: int = field(
         default=120_000,
         metadata=_opt(
@@ -298,7 +300,8 @@ class RunSettings:
             ValueKind.PATH,
         ),
     )
-    # 10,000 services reload in ~2.5 s and 50,000 in ~12 s on two cores.
+    # 10,000 services reload in several seconds on two cores (README "Serving": ~7 s of a
+    # 9 s convergence); a minute leaves room for 50,000.
     reload_timeout_ms: int = field(
         default=60_000,
         metadata=_opt(
@@ -616,6 +619,7 @@ class Paths:
     master_socket: str
     runtime_socket: str
     run_dir: str | None
+    maps_dir: str  # the per-port layout's map files: --maps-dir, else maps/ beside the config
 
 
 def resolve_paths(settings: Settings, *, uid: int, environ: dict[str, str], tmp: str) -> Paths:
@@ -639,8 +643,14 @@ def resolve_paths(settings: Settings, *, uid: int, environ: dict[str, str], tmp:
     runtime = settings.render.runtime_socket or posixpath.join(
         posixpath.dirname(master), "admin.sock"
     )
-    return Paths(run.master_socket is None, config, master, runtime, run_dir)
+    maps_dir = settings.render.maps_dir or maps_dir_beside(config)
+    return Paths(run.master_socket is None, config, master, runtime, run_dir, maps_dir)
 
 
 RENDER_RUNTIME_SOCKET = "/run/haproxy/admin.sock"  # what `render` writes when unset
 RENDER_MAPS_DIR = "/etc/haproxy/maps"  # where `render` to standard output says the maps are
+
+
+def maps_dir_beside(config: str) -> str:
+    """Where a config's map files go without --maps-dir: `maps/` beside it."""
+    return posixpath.join(posixpath.dirname(posixpath.abspath(config)), "maps")

@@ -10,10 +10,10 @@ an HA pool renders byte-identical output with no shared history:
   not, terminating included), plus a minimum of free slots. Counting listed endpoints, not ready
   ones, keeps a crash-looping pod from flapping the count across a block boundary;
 - an endpoint's slot comes from a hash of its address:port (CRC-32, stable everywhere; its
-  preferred slot), with linear
-  probing over the endpoints taken in order of preferred slot. An endpoint keeps its slot while
-  it exists, except when a collision in front of it clears (rare with the default headroom);
-  then it moves, exactly as a reload of the same cluster would place it.
+  preferred slot), with linear probing over the endpoints taken in order of preferred slot.
+  An endpoint keeps its slot while it exists, except when a collision in front of it clears
+  (rare with the default headroom); then it moves, exactly as a reload of the same cluster
+  would place it.
 
 One exception keeps endpoint churn free of reloads: when only endpoints changed and they still
 fit in the slots HAProxy runs, the running slot count is kept (`plan.fit`), even if the count

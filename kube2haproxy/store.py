@@ -7,7 +7,7 @@ EndpointSlices are indexed by the Service they belong to (the kubernetes.io/serv
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -29,6 +29,27 @@ class Event:
     kind: Kind | None = None
     key: Key | None = None
     obj: JSON | None = None
+
+
+def differences(
+    source: str,
+    before: Mapping[tuple[Kind, Key], JSON],
+    after: Mapping[tuple[Kind, Key], JSON],
+    *,
+    same: Callable[[JSON, JSON], bool],
+) -> Iterator[Event]:
+    """The events that turn what a source emitted (`before`) into its new state (`after`),
+    deletions included: how a source that reads everything again (a relist, files edited)
+    reports only what changed. `same` says whether two versions of an object are equal."""
+    for (kind, key), obj in after.items():
+        old = before.get((kind, key))
+        if old is None:
+            yield Event(EventType.ADDED, source, kind, key, obj)
+        elif not same(old, obj):
+            yield Event(EventType.MODIFIED, source, kind, key, obj)
+    for (kind, key), old in before.items():
+        if (kind, key) not in after:
+            yield Event(EventType.DELETED, source, kind, key, old)
 
 
 @dataclass(frozen=True, slots=True)

@@ -447,12 +447,7 @@ def _pool_claim(
     a claim without a request (and without a creation time: the newest)."""
     try:
         meta = get_dict(service, "metadata", "metadata")
-        spec = get_dict(service, "spec", "spec")
-        if get_str(spec, "type", "spec.type") == "ExternalName":
-            return None
-        if get_str(spec, "clusterIP", "spec.clusterIP") == "None" or get_list(
-            spec, "clusterIPs", "spec.clusterIPs"
-        )[:1] == ["None"]:
+        if _addressless(get_dict(service, "spec", "spec")) is not None:
             return None
     except FieldError:
         return vips_mod.Claim(key.namespace, key.name, "")
@@ -462,12 +457,13 @@ def _pool_claim(
     value = annotations.get(VIP) if isinstance(annotations, dict) else None
     if isinstance(value, str):
         with contextlib.suppress(grammar.GrammarError):  # reported when it is translated
-            requested = tuple(
-                ip
-                for ip in tuning.vip_request(value)
-                if any(vips_mod.holds(n, grammar.ip_literal(ip)) for n in networks)
-            )
+            requested = tuple(ip for ip in tuning.vip_request(value) if _in_pool(ip, networks))
     return vips_mod.Claim(key.namespace, key.name, created, requested)
+
+
+def _in_pool(ip: str, networks: Sequence[vips_mod.IPNetwork]) -> bool:
+    """An address the pool may give a service (inside a network, not one it reserves)."""
+    return any(vips_mod.holds(n, grammar.ip_literal(ip)) for n in networks)
 
 
 def _translate_service(
@@ -504,10 +500,7 @@ def _translate_service(
     vips = service_vips(service, who=who, findings=findings, cluster_ips=not networks)
     created = grammar.timestamp(meta.get("creationTimestamp")) or ""
     if networks:
-        if any(
-            not any(vips_mod.holds(n, grammar.ip_literal(ip)) for n in networks)
-            for ip in options.vips
-        ):
+        if not all(_in_pool(ip, networks) for ip in options.vips):
             findings.append(
                 warning(
                     who,
@@ -644,6 +637,11 @@ def _skip_reason(
             f"metadata.labels[{HEADLESS_LABEL}]",
             "labelled headless; skipped",
         )
+    return _addressless(spec)
+
+
+def _addressless(spec: JSON) -> tuple[SkipReason, str, str] | None:
+    """ExternalName and headless services, which never have an address of their own."""
     if get_str(spec, "type", "spec.type") == "ExternalName":
         return SkipReason.EXTERNAL_NAME, "spec.type", "ExternalName is resolved by DNS; skipped"
     cluster_ips = get_list(spec, "clusterIPs", "spec.clusterIPs")

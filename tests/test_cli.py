@@ -748,6 +748,7 @@ def test_per_port_render_writes_its_maps_beside_the_output(
     # A map of an earlier config is left alone: a running HAProxy may still use it.
     assert stale in maps and stale.read_text() == "10.0.0.1 gone\n"
     maps.remove(stale)
+    assert maps, "this render's own maps"
     for path in maps:
         assert f"map_ip({path})" in text
         for line in path.read_text().splitlines():

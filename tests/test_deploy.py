@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 from kube2haproxy import cli, settings
 from kube2haproxy.haproxy import HAProxyUnavailable, MasterCLI, RuntimeAPI
 from kube2haproxy.probes import ProbeServer, parse_listen
+from tests.live import wait_for
 
 Obj = dict[str, Any]
 
@@ -332,11 +333,6 @@ def attached_paths(config: settings.Settings) -> settings.Paths:
     return paths
 
 
-def maps_dir(config: settings.Settings, paths: settings.Paths) -> str:
-    # runner.serve: --maps-dir, else maps/ beside the config
-    return config.render.maps_dir or posixpath.join(posixpath.dirname(paths.config), "maps")
-
-
 def mount_for(c: Obj, path: str) -> Obj:
     """The volume mount of the container that holds `path` (the deepest one)."""
     mounts = [
@@ -534,11 +530,11 @@ def test_haproxy_starts_where_the_attached_controller_looks(
             paths.config,
         )
     ]
-    assert re.findall(r"^\s*mkdir -p (\S+)$", script, re.MULTILINE) == [maps_dir(config, paths)]
+    assert re.findall(r"^\s*mkdir -p (\S+)$", script, re.MULTILINE) == [paths.maps_dir]
     assert container(objects, "haproxy")["command"] == [
         mount_for(container(objects, "haproxy"), "/bootstrap")["mountPath"] + "/run.sh"
     ]
-    for path in (paths.config, maps_dir(config, paths)):
+    for path in (paths.config, paths.maps_dir):
         assert_shared(objects, path, writer="controller", reader="haproxy")
     for path in (paths.master_socket, paths.runtime_socket):
         assert_shared(objects, path, writer="haproxy", reader="controller")
@@ -696,18 +692,12 @@ def test_keepalived_container_reloads_keepalived_when_the_file_changes(
     def received() -> list[str]:
         return signals.read_text().split() if signals.exists() else []
 
-    def wait(what: str, ready: Any) -> None:
-        deadline = time.monotonic() + 10
-        while not ready():
-            assert time.monotonic() < deadline, what
-            time.sleep(0.05)
-
     process = subprocess.Popen(["sh", "-c", script], env=env)
     try:
         time.sleep(1.5)
         assert not args.exists(), "keepalived must wait for the controller's file"
         conf.write_text("vrrp_instance one {}\n")
-        wait("keepalived started", args.exists)
+        wait_for(args.exists, what="keepalived started")
         words = args.read_text().split()
         assert option(words, "--use-file") == str(conf)
         assert option(words, "--pid").startswith(f"{run_dir}/")
@@ -715,12 +705,12 @@ def test_keepalived_container_reloads_keepalived_when_the_file_changes(
         replacement = tmp_path / "next.conf"  # as the controller writes: a rename
         replacement.write_text("vrrp_instance two {}\n")
         replacement.rename(conf)
-        wait("a reload", lambda: received() == ["HUP"])
+        wait_for(lambda: received() == ["HUP"], what="a reload")
         conf.write_text("vrrp_instance two {}\n")  # the same content: no reload
         time.sleep(2.5)
         assert received() == ["HUP"]
         conf.write_text("vrrp_instance three {}\n")
-        wait("a second reload", lambda: received() == ["HUP", "HUP"])
+        wait_for(lambda: received() == ["HUP", "HUP"], what="a second reload")
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
@@ -822,7 +812,7 @@ def test_run_sh_starts_haproxy_with_both_sockets(
         table = master_cli.command("show proc").splitlines()
         assert table[1].split()[:2] == [str(process.pid), "master"], table
         assert "Name: HAProxy" in RuntimeAPI(str(runtime)).execute_raw("show info")
-        assert Path(relocate(maps_dir(config_settings, paths))).is_dir()
+        assert Path(relocate(paths.maps_dir)).is_dir()
         assert config.read_text().endswith("# kept\n") == restarted
         process.send_signal(signal.SIGUSR1)  # the haproxy image's STOPSIGNAL: a soft stop
         assert process.wait(timeout=5) == 0

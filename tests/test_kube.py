@@ -18,6 +18,7 @@ from kube2haproxy.settings import KubeSettings
 from kube2haproxy.store import Event
 from tests.builders import endpoint_slice, endpoints_v1, service
 from tests.fakeapi import FakeKubeAPI
+from tests.live import wait_for
 
 FAST = KubeSettings(page_size=2, watch_timeout_ms=2_000, backoff_max_ms=200)
 
@@ -140,9 +141,9 @@ def test_bookmarks_and_dropped_connections_resume_from_the_last_version(api, tmp
         api.bookmark("services")
         version = api.resource_version
         services = source.watchers[0]
-        _wait(lambda: services.resource_version == version)
+        wait_for(lambda: services.resource_version == version)
         api.drop_watches("services")
-        _wait(lambda: len(_watches(api, "services")) >= 2)
+        wait_for(lambda: len(_watches(api, "services")) >= 2)
         assert _watches(api, "services")[-1].query["resourceVersion"] == version
         api.put(service("api", cluster_ips=["10.96.0.11"]))
         assert take(events, 1) == [("ADDED", "kube/services", "default/api")]
@@ -184,7 +185,7 @@ def test_a_dead_connection_is_noticed_by_the_client_timeout(api, tmp_path):
         api.hang_watches("services")
         # The server would end the watch after timeoutSeconds; a dead peer never does. The
         # client's read timeout (timeoutSeconds + grace) gives up and watches again.
-        _wait(lambda: len(_watches(api, "services")) > first, timeout=10)
+        wait_for(lambda: len(_watches(api, "services")) > first, timeout=10)
         api.unhang()
         api.put(service("api", cluster_ips=["10.96.0.11"]))
         assert take(events, 1) == [("ADDED", "kube/services", "default/api")]
@@ -267,13 +268,6 @@ def _watches(api: FakeKubeAPI, resource: str) -> list:
     return [r for r in api.requests if r.resource == resource and r.watch]
 
 
-def _wait(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
-
-
 class QuirkyAPI(FakeKubeAPI):
     """Watches that end at once with nothing (a broken proxy), or refused with HTTP 410."""
 
@@ -312,7 +306,7 @@ def test_http_410_on_the_watch_request_relists(tmp_path):
         api.gone_watches = 1
         with watching(api, tmp_path) as (source, events, metrics):
             synced(events, 1)
-            _wait(lambda: source.watchers[0].lists == 2)
+            wait_for(lambda: source.watchers[0].lists == 2)
             api.put(service("api", cluster_ips=["10.96.0.11"]))
             assert take(events, 1) == [("ADDED", "kube/services", "default/api")]
         assert metrics.watch_restarts.labels("services", "expired")._value.get() == 1

@@ -97,3 +97,21 @@ def test_bundled_templates_ship_inside_the_package():
         "frontends.j2",
         "backends.j2",
     }
+
+
+@pytest.mark.parametrize("backend", ["x\n10.0.0.9 evil", "x y", "x#comment"])
+def test_map_files_pass_the_same_guard_as_the_config(backend):
+    """The per-port layout's maps are HAProxy input too: a value that would add a line or a
+    word to one is refused, as in the config (the model's grammars stop it first; this is the
+    second line of defence)."""
+    from dataclasses import replace
+
+    from kube2haproxy.render import Renderer
+    from kube2haproxy.settings import RenderSettings
+
+    renderer = Renderer(RenderSettings(frontend_layout="per-port"))
+    clean = model()
+    assert renderer.files(clean)  # the clean model's maps pass
+    frontend = replace(clean.frontends[0], backend=backend)
+    with pytest.raises(TemplateError, match=r"map of port \d+: refusing to print"):
+        renderer.files(replace(clean, frontends=(frontend, *clean.frontends[1:])))

@@ -201,7 +201,11 @@ def test_a_config_haproxy_refuses_keeps_the_last_good_one_serving(tmp_path, hapr
                 )
             )
             source.put(slice_of(b))
-            wait_for(lambda: controller.failures >= 1, what="the refused config")
+            # The metric is set last (after the failure count): wait for what is asserted.
+            wait_for(
+                lambda: controller.metrics.validation_failed._value.get() == 1,
+                what="the refused config",
+            )
             assert (tmp_path / "haproxy.cfg").read_text() == good
             assert responders(vip, port) == {"a"}
             assert controller.metrics.validation_failed._value.get() == 1

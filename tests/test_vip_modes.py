@@ -171,11 +171,11 @@ def test_pool_mode_serves_pool_addresses_and_not_cluster_ips(tmp_path, haproxy_b
 def test_an_unbindable_wildcard_port_leaves_the_others_serving(tmp_path, haproxy_bin, pods):
     """Per-port listens on every address: a port some other program holds on the wildcard
     address cannot be listened on; its services are reported and the rest are served."""
-    taken = free_port("0.0.0.0")
-    port = free_port("0.0.0.0")  # the per-port layout listens on every address
     holder = socket.socket()
-    holder.bind(("0.0.0.0", taken))
+    holder.bind(("0.0.0.0", 0))  # a port the kernel picks: held from the start, no race
     holder.listen()
+    taken = holder.getsockname()[1]
+    port = free_port("0.0.0.0")  # the per-port layout listens on every address
     try:
         with serving(tmp_path, haproxy_bin, settings("per-port")) as (controller, source, _):
             vip = loopback_ip()
