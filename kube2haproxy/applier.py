@@ -19,15 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from kube2haproxy import configfile
-from kube2haproxy.errors import EnvironmentProblem, Kube2HAProxyError
-from kube2haproxy.haproxy import (
+from kube2haproxy import configfile, sockets
+from kube2haproxy.errors import (
+    ConfigRefused,
+    EnvironmentProblem,
     HAProxyUnavailable,
-    MasterCLI,
-    ReloadError,
-    RuntimeAPI,
-    Supervisor,
+    RuntimeUpdateError,
 )
+from kube2haproxy.haproxy import MasterCLI, RuntimeAPI, Supervisor
 from kube2haproxy.model import MAP_FILES
 from kube2haproxy.plan import Observed
 from kube2haproxy.settings import maps_dir_beside
@@ -41,10 +40,6 @@ class ApplyReport:
     check_s: float = 0.0
     reload_s: float = 0.0
     check_output: str = ""
-
-
-class RuntimeUpdateError(Kube2HAProxyError):
-    """A runtime update could not be applied as planned; the caller falls back to a reload."""
 
 
 class Applier(Protocol):
@@ -76,6 +71,17 @@ class Applier(Protocol):
 
     def healthy(self) -> bool:
         """HAProxy answers (always true for appliers without an HAProxy)."""
+        ...
+
+    def serving_before_us(self) -> bool:
+        """HAProxy serves a config someone else gave it, before we applied any."""
+        ...
+
+    def shared_listeners(
+        self, listening: Mapping[tuple[str, int], Sequence[tuple[str, int]]]
+    ) -> dict[tuple[str, int], str]:
+        """Of HAProxy's sockets (model.listeners) and the VIPs they serve, those where another
+        process listens too, with who (none for appliers without an HAProxy)."""
         ...
 
 
@@ -114,6 +120,14 @@ class RecordingApplier:
     def healthy(self) -> bool:
         return True
 
+    def serving_before_us(self) -> bool:
+        return False
+
+    def shared_listeners(
+        self, listening: Mapping[tuple[str, int], Sequence[tuple[str, int]]]
+    ) -> dict[tuple[str, int], str]:
+        return {}
+
 
 class HAProxyApplier:
     """Drives a real HAProxy: attached (someone else runs it; we have its master socket) or
@@ -150,6 +164,30 @@ class HAProxyApplier:
     def healthy(self) -> bool:
         return self.master.alive()
 
+    def serving_before_us(self) -> bool:
+        # Attached: HAProxy is someone else's, started with the file we found.
+        return self.supervisor is None and self._running_text is not None
+
+    def shared_listeners(
+        self, listening: Mapping[tuple[str, int], Sequence[tuple[str, int]]]
+    ) -> dict[tuple[str, int], str]:
+        return sockets.shared(sockets.addresses_of(listening), own_pids=self._own_pids())
+
+    def _own_pids(self) -> set[int] | None:
+        """HAProxy's master and workers as this host's /proc shows them; None when they are
+        not visible (another pid namespace: a pid there may be another process here)."""
+        try:
+            master = self.master.processes().master_pid
+        except HAProxyUnavailable:
+            return None
+        if self.supervisor is None:
+            try:
+                if Path(f"/proc/{master}/comm").read_text().strip() != "haproxy":
+                    return None
+            except OSError:
+                return None
+        return sockets.process_tree(master)
+
     def apply(
         self, text: str, *, force: bool = False, files: Mapping[str, str] | None = None
     ) -> ApplyReport:
@@ -165,19 +203,16 @@ class HAProxyApplier:
             and self._refused[0] == text
             and time.monotonic() - self._refused[1] < RESEND_REFUSED_AFTER_S
         ):
-            # A refused reload pauses every listener for ~2 s in HAProxy 2.6: do not send the
-            # same config again before something changes (or a long while passed).
-            raise ReloadError("HAProxy refused this exact config already; waiting for a change")
+            # A refused reload pauses every listener for seconds: do not send the same config
+            # again before something changes (or a long while passed).
+            raise ConfigRefused(
+                "HAProxy refused this exact config already; waiting for a change "
+                f"(it is kept in {configfile.rejected_path(self.config)})"
+            )
         configfile.write_files(self.maps_dir, files or {})
         staged = configfile.Staged(self.config, text)
         started = time.monotonic()
-        try:
-            output = configfile.check(
-                staged.path, binary=self.binary, timeout_s=self.check_timeout_s
-            )
-        except Kube2HAProxyError:
-            staged.discard()
-            raise
+        output = staged.check(binary=self.binary, timeout_s=self.check_timeout_s)
         check_s = time.monotonic() - started
         staged.commit()
         started = time.monotonic()
@@ -191,8 +226,16 @@ class HAProxyApplier:
             else:
                 self.master.reload(timeout_s=self.reload_timeout_s)
                 outcome = "reloaded"
-        except (ReloadError, HAProxyUnavailable, EnvironmentProblem):
+        except ConfigRefused as exc:
+            # Refused by HAProxy itself: remembered, and kept for the operator to read.
             self._refused = (text, time.monotonic())
+            rejected = configfile.keep_rejected(self.config, text)
+            self._restore()
+            raise ConfigRefused(
+                f"{exc} (the config is kept in {rejected})", output=exc.output
+            ) from exc
+        except EnvironmentProblem:
+            # Unavailable or stalled: what it runs is unknown; the same config is tried again.
             self._restore()
             raise
         self._running_text = text

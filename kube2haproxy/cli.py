@@ -63,7 +63,12 @@ def settings_options(*sections: str, only: frozenset[str] | None = None) -> Call
     def decorate(func: F) -> F:
         specs = [s for s in settings.option_specs(sections) if only is None or s.name in only]
         for spec in reversed(specs):
-            common: dict[str, Any] = {"help": spec.help, "envvar": spec.envvar, "show_envvar": True}
+            names = (spec.flag, *spec.aliases)
+            common: dict[str, Any] = {
+                "help": spec.help,
+                "envvar": list(spec.envvars),
+                "show_envvar": True,
+            }
             if spec.kind is settings.ValueKind.FLAG:
                 name = spec.flag.removeprefix("--")
                 option = click.option(
@@ -71,7 +76,7 @@ def settings_options(*sections: str, only: frozenset[str] | None = None) -> Call
                 )
             elif spec.kind is settings.ValueKind.DURATION:
                 option = click.option(
-                    spec.flag,
+                    *names,
                     spec.name,
                     type=str,
                     metavar="DURATION",
@@ -83,7 +88,7 @@ def settings_options(*sections: str, only: frozenset[str] | None = None) -> Call
                 )
             elif spec.kind is settings.ValueKind.INT:
                 option = click.option(
-                    spec.flag,
+                    *names,
                     spec.name,
                     type=click.IntRange(spec.limits["low"], spec.limits["high"]),
                     default=spec.default,
@@ -91,15 +96,16 @@ def settings_options(*sections: str, only: frozenset[str] | None = None) -> Call
                 )
             elif spec.kind is settings.ValueKind.CHOICE:
                 option = click.option(
-                    spec.flag,
+                    *names,
                     spec.name,
                     type=click.Choice(spec.choices),
                     default=spec.default,
                     **common,
                 )
             else:
+                metavar = "PATH" if spec.kind is settings.ValueKind.PATH else "TEXT"
                 option = click.option(
-                    spec.flag, spec.name, type=str, default=spec.default, **common
+                    *names, spec.name, type=str, metavar=metavar, default=spec.default, **common
                 )
             func = option(func)
         return func
@@ -110,6 +116,11 @@ def settings_options(*sections: str, only: frozenset[str] | None = None) -> Call
 def settings_from(values: dict[str, Any]) -> settings.Settings:
     names = {spec.name for spec in settings.option_specs()}
     config = settings.build({k: v for k, v in values.items() if k in names})
+    if config.run.listen:
+        try:
+            settings.parse_listen(config.run.listen)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--listen") from exc
     if config.translate.vip_mode == "pool":
         if not config.translate.vip_cidr:
             raise click.UsageError("--vip-mode pool needs --vip-cidr")
@@ -255,16 +266,10 @@ def render(  # the dry run
     if output is not None:
         configfile.write_files(renderer.maps_dir, files)
         staged = configfile.Staged(output, text)
-        try:
-            if check:
-                check_output = configfile.check(
-                    staged.path,
-                    binary=config.haproxy.binary,
-                    timeout_s=config.haproxy.check_timeout_ms / 1000,
-                )
-        except Kube2HAProxyError:
-            staged.discard()
-            raise
+        if check:
+            check_output = staged.check(
+                binary=config.haproxy.binary, timeout_s=config.haproxy.check_timeout_ms / 1000
+            )
         staged.commit()
     elif check:
         check_output = _check_without_output(config, translation, text, files)
@@ -320,7 +325,12 @@ def dns_command(
     config = settings_from(values)
     zone = dns.check_zone(config.publish.dns_zone)
     loaded_findings, translation = _load_and_translate(paths, config)
-    report([*loaded_findings, *translation.findings], verbose=verbose)
+    findings = [
+        *loaded_findings,
+        *translation.findings,
+        *dns.srv_findings(translation.model, zone=zone),
+    ]
+    report([f for f in findings if dns.relevant(f)], verbose=verbose)
     found = dns.records(translation.model, zone=zone)
     if fmt == "hosts":
         click.echo(dns.hosts_file(found), nl=False)
@@ -339,25 +349,29 @@ def dns_command(
 
 @cli.command()
 @click.option(
+    "-f",
+    "--filename",
     "--manifests",
+    "manifests",
     multiple=True,
     metavar="PATH",
     type=click.Path(exists=True),
-    envvar="KUBE2HAPROXY_MANIFESTS",
+    envvar=["KUBE2HAPROXY_FILENAME", "KUBE2HAPROXY_MANIFESTS"],
     show_envvar=True,
     help="Follow these manifest files or directories (repeatable) instead of the Kubernetes "
-    "API; a file that fails to parse keeps its last good content.",
+    "API; a file that fails to parse keeps its last good content. (--manifests: the former "
+    "name.)",
 )
 @settings_options("translate", "render", "haproxy", "run", "kube", "publish")
 def run(*, manifests: tuple[str, ...], **values: Any) -> None:
     """Keep HAProxy in step with the cluster (or with manifest files).
 
     \b
-    Supervised (the controller runs HAProxy; no cluster needed with --manifests):
-      kube2haproxy run --manifests demo/ --haproxy-bin haproxy
+    Supervised (the controller runs HAProxy; no cluster needed with -f):
+      kube2haproxy run -f demo/ --haproxy-bin haproxy
     Attached (HAProxy runs beside us, e.g. a sidecar sharing a volume):
       kube2haproxy run --kubeconfig ~/.kube/config \\
-          --master-socket /run/haproxy/master.sock --config /etc/haproxy/haproxy.cfg
+          --master-socket /run/haproxy/master.sock --haproxy-config /etc/haproxy/haproxy.cfg
     """
     # Imported here: the Kubernetes client takes half a second to import, `render` needs none.
     from kube2haproxy import runner  # noqa: PLC0415
@@ -384,8 +398,11 @@ def _check_without_output(
 
 
 def unified_diff(old_path: Path, new_text: str, *, label: str) -> str:
+    """From `old_path` (missing: empty, as for a first deploy) to `new_text`."""
     try:
         old_text = old_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        old_text = ""
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"--diff-against {old_path}: cannot read: {exc}") from exc
     lines = difflib.unified_diff(

@@ -69,6 +69,42 @@ class Staged:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def check(self, *, binary: str, timeout_s: float) -> str:
+        """`haproxy -c` on the staged file; its output (warnings) when it passes. When it
+        fails, the file is kept as `<destination>.rejected` (replacing an older one) and the
+        CheckError's output names that file and its lines, not the temporary name."""
+        try:
+            return check(self.path, binary=binary, timeout_s=timeout_s)
+        except CheckError as exc:
+            rejected = rejected_path(self.destination)
+            try:
+                os.replace(self.path, rejected)
+            except OSError:
+                self.discard()
+                raise
+            raise CheckError(
+                f"{exc}; the config is kept in {rejected}",
+                output=exc.output.replace(str(self.path), str(rejected)),
+            ) from exc
+        except BaseException:
+            self.discard()
+            raise
+
+
+def rejected_path(destination: Path) -> Path:
+    """Where the last config HAProxy refused for `destination` is kept."""
+    return destination.with_name(destination.name + ".rejected")
+
+
+def keep_rejected(destination: Path, text: str) -> Path:
+    """Keep a config HAProxy refused beside its destination, for the operator to read."""
+    path = rejected_path(destination)
+    try:
+        write_atomic(path, text)
+    except EnvironmentProblem as exc:
+        log.error("%s", exc)
+    return path
+
 
 def write_atomic(destination: Path, text: str, *, mode: int | None = None) -> None:
     """Replace destination with text, all or nothing (`mode`: see Staged)."""
@@ -108,12 +144,16 @@ def check(path: Path, *, binary: str, timeout_s: float) -> str:
     return output
 
 
-def check_text(text: str, *, binary: str, timeout_s: float) -> str:
-    """Check a config that has no destination (render --check without -o)."""
+def check_text(text: str, *, binary: str, timeout_s: float, name: str = "<rendered>") -> str:
+    """Check a config that has no destination (render --check without -o); HAProxy's output
+    calls it `name`, not the temporary file it was checked in."""
     with tempfile.TemporaryDirectory(prefix="kube2haproxy-") as tmp:
         path = Path(tmp) / "haproxy.cfg"
         path.write_text(text, encoding="utf-8")
-        return check(path, binary=binary, timeout_s=timeout_s)
+        try:
+            return check(path, binary=binary, timeout_s=timeout_s).replace(str(path), name)
+        except CheckError as exc:
+            raise CheckError(str(exc), output=exc.output.replace(str(path), name)) from exc
 
 
 def write_files(directory: Path, files: Mapping[str, str]) -> None:

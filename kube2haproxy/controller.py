@@ -23,12 +23,17 @@ from dataclasses import replace
 from typing import Protocol
 
 from kube2haproxy import heap
-from kube2haproxy.applier import Applier, RuntimeUpdateError
-from kube2haproxy.errors import CheckError, Kube2HAProxyError
+from kube2haproxy.applier import Applier
+from kube2haproxy.errors import (
+    CheckError,
+    ConfigRefused,
+    HAProxyUnavailable,
+    Kube2HAProxyError,
+    RuntimeUpdateError,
+)
 from kube2haproxy.findings import Finding, Severity, SkipReason
-from kube2haproxy.haproxy import HAProxyUnavailable, ReloadError
 from kube2haproxy.metrics import Metrics
-from kube2haproxy.model import Backend, Model, listeners
+from kube2haproxy.model import Backend, Model, hostport, listeners
 from kube2haproxy.plan import Action, Changes, Plan, drift, fit, patch, plan
 from kube2haproxy.render import Renderer
 from kube2haproxy.resources import Key, Kind
@@ -90,7 +95,7 @@ class Controller:
         self._pending = 0
         self._reload_waits = False  # a pending change needs a reload: the long debounce applies
         self._retry_at: float | None = None
-        self._retry_delay = settings.run.retry_ms / 1000
+        self._retry_delay = settings.run.retry_interval_ms / 1000
         self._drift_at: float | None = None
         # address:port pairs HAProxy could not listen on, left out of the model until a
         # retest finds them usable: one unbindable VIP must not block every later reload.
@@ -98,6 +103,7 @@ class Controller:
         self._untestable: dict[tuple[str, int], tuple[tuple[str, int], ...]] = {}  # by socket
         self._retest_at: float | None = None
         self._reported: set[Finding] = set()
+        self._shared: set[tuple[str, int]] = set()  # listeners shared with others, warned once
         self._dirty: set[Key] = set()  # services whose objects changed since the last apply
         self._stop = threading.Event()
         self.ready = threading.Event()  # every source synced and a config applied
@@ -390,7 +396,7 @@ class Controller:
         self.metrics.runtime_commands.inc(len(decision.commands))
         self.metrics.runtime_seconds.observe(report.reload_s)
         self.metrics.applied()
-        self._retry_delay = self._settings.run.retry_ms / 1000
+        self._retry_delay = self._settings.run.retry_interval_ms / 1000
         log.info(
             "updated haproxy without a reload: %s (%d commands in %.3fs)",
             "; ".join(decision.reasons),
@@ -410,7 +416,7 @@ class Controller:
             log.warning("haproxy -c accepted the config with warnings:\n%s", report.check_output)
         self.metrics.validation_failed.set(0)
         self.applied_model = model
-        self._retry_delay = self._settings.run.retry_ms / 1000
+        self._retry_delay = self._settings.run.retry_interval_ms / 1000
         self.metrics.applied()
         if report.outcome != "unchanged":
             self.metrics.reload_seconds.observe(report.reload_s)
@@ -428,6 +434,7 @@ class Controller:
                 report.reload_s,
             )
             self._schedule_drift(now=True)
+            self._check_shared(model)
         if self._publish is not None:
             self._publish(model)  # only reloads change addresses and ports
         self.ready.set()
@@ -440,6 +447,7 @@ class Controller:
         if model is None:
             return
         try:
+            self._check_shared(model)
             observed = self._applier.observe()
             if observed is None:
                 return
@@ -465,8 +473,25 @@ class Controller:
         except Exception as exc:
             self._failed(exc, pending=0)
 
+    def _check_shared(self, model: Model) -> None:
+        """Warn once per address where another process listens beside HAProxy: the kernel
+        splits new connections between SO_REUSEPORT sockets, which HAProxy cannot see."""
+        found = self._applier.shared_listeners(
+            listeners(model, self._settings.render.frontend_layout)
+        )
+        for (ip, port), who in sorted(found.items()):
+            if (ip, port) not in self._shared:
+                log.warning(
+                    "%s: %s; new connections to it are split between HAProxy and that socket, "
+                    "or taken by it (SO_REUSEPORT): stop it or move it elsewhere",
+                    hostport(ip, port),
+                    who,
+                )
+        self._shared = set(found)
+        self.metrics.shared_listeners.set(len(found))
+
     def _schedule_drift(self, *, now: bool = False) -> None:
-        interval = self._settings.run.drift_check_ms / 1000
+        interval = self._settings.run.drift_check_interval_ms / 1000
         if interval <= 0:
             self._drift_at = None
         else:
@@ -478,28 +503,39 @@ class Controller:
             result = "check_failed"
             self.metrics.validation_failed.set(1)
             detail = f"{exc}\n{exc.output}"
-        elif isinstance(exc, ReloadError | HAProxyUnavailable):
+        elif isinstance(exc, ConfigRefused):
             result = "reload_failed"
-            detail = f"{exc}\n{getattr(exc, 'output', '')}".rstrip()
+            detail = f"{exc}\n{exc.output}".rstrip()
+        elif isinstance(exc, HAProxyUnavailable):
+            result = "unavailable"
+            detail = str(exc)
         elif isinstance(exc, Kube2HAProxyError):  # a template, a file that cannot be written...
             result = "error"
             detail = str(exc)
         else:
             result = "error"
             detail = f"unexpected {type(exc).__name__}: {exc}"
-            log.exception("apply failed with a bug; the last good config keeps serving")
+            log.exception("apply failed with a bug")
         self.metrics.reloads.labels(result).inc()
         self._retry_at = self._clock() + self._retry_delay
         log.error(
-            "apply failed (%s); the last good config keeps serving; retrying on the next change "
-            "or in %.0fs:\n%s",
+            "apply failed (%s); %s; retrying on the next change or in %.0fs:\n%s",
             result,
+            self._still_serving(),
             self._retry_delay,
             detail,
         )
         self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_S)
         self._pending += pending
         self.metrics.pending_changes.set(self._pending)
+
+    def _still_serving(self) -> str:
+        """What HAProxy serves after a failed apply, as far as we know: said as it is."""
+        if self.applied_model is not None:
+            return "HAProxy keeps serving the last config it accepted"
+        if self._applier.serving_before_us():
+            return "HAProxy keeps serving the config it was started with"
+        return "nothing has been applied yet, so HAProxy serves nothing"
 
     def _report(self, findings: Sequence[Finding], *, partial: bool = False) -> None:
         """Log each finding once, when it appears (every apply sees the whole cluster; a
@@ -509,7 +545,7 @@ class Controller:
                 log.log(
                     logging.WARNING if finding.severity is Severity.WARNING else logging.DEBUG,
                     "%s",
-                    finding,
+                    finding.text,
                 )
         self._reported = self._reported | set(findings) if partial else set(findings)
 

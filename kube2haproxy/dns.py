@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kube2haproxy.findings import Finding, subject, warning
 from kube2haproxy.model import Model
 
 _ZONE = re.compile(
@@ -24,9 +25,14 @@ class ZoneError(ValueError):
     pass
 
 
-# The longest name we publish, `_<port name>._tcp.<service>.<namespace>.svc.`, has 154
-# characters (port names have at most 15, services and namespaces 63); a DNS name has at most 253.
-MAX_ZONE = 253 - 154
+# A DNS name has at most 253 characters and each label at most 63. The zone is capped so that
+# every address record `<service>.<namespace>.svc.<zone>` fits with room to spare (services and
+# namespaces have up to 63 characters each); an SRV record `_<port>._tcp.<that name>` of a
+# long port name (a DNS label, up to 63 characters) may still not fit: it is left out, and
+# reported (srv_findings).
+MAX_ZONE = 99
+MAX_NAME = 253
+MAX_LABEL = 63
 
 
 def check_zone(zone: str) -> str:
@@ -68,10 +74,61 @@ def records(model: Model, *, zone: str) -> list[Record]:
         if not entry.primary:
             continue
         for port in entry.ports:
-            if port.name:
-                out.append(Record(f"_{port.name}._tcp.{fqdn}", "SRV", f"0 100 {port.port} {fqdn}."))
+            name = _srv_name(port.name, fqdn)
+            if name is not None:
+                out.append(Record(name, "SRV", f"0 100 {port.port} {fqdn}."))
     # Each service's addresses, then its SRV records.
     return sorted(out, key=lambda r: (r.name.rpartition("._tcp.")[2], r.type == "SRV", r))
+
+
+def _srv_name(port: str, fqdn: str) -> str | None:
+    """The SRV record name of a named port, or None (unnamed, or too long for DNS)."""
+    name = f"_{port}._tcp.{fqdn}"
+    if not port or len(port) + 1 > MAX_LABEL or len(name) > MAX_NAME:
+        return None
+    return name
+
+
+def srv_findings(model: Model, *, zone: str) -> list[Finding]:
+    """The named ports whose SRV record cannot be published: the name would pass DNS's limits."""
+    out = []
+    for entry in model.services:
+        fqdn = f"{entry.name}.{entry.namespace}.svc.{zone}"
+        for port in entry.ports:
+            if entry.primary and port.name and _srv_name(port.name, fqdn) is None:
+                out.append(
+                    warning(
+                        subject("Service", entry.namespace, entry.name),
+                        f"port {port.name}",
+                        f"no SRV record: _{port.name}._tcp.{fqdn} is longer than DNS allows "
+                        f"({MAX_LABEL} characters a label, {MAX_NAME} a name)",
+                    )
+                )
+    return out
+
+
+# What a finding must be about to change the records: the service's name and namespace, its
+# ports, its addresses (cluster IPs or pool addresses; address conflicts), whether it is
+# served at all; or the input files themselves. Endpoints and tuning do not matter here.
+_DNS_FIELDS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.labels",
+    "spec.ports",
+    "spec.clusterIP",
+    "spec.type",
+    "metadata.annotations[kube2haproxy.io/vip]",
+    "port ",
+)
+
+
+def relevant(finding: Finding) -> bool:
+    """Whether a finding concerns what `dns` publishes."""
+    if not finding.subject.startswith(("Service ", "EndpointSlice ", "Endpoints ")):
+        return True  # about an input file
+    if not finding.subject.startswith("Service "):
+        return False
+    return finding.field in ("", "spec") or finding.field.startswith(_DNS_FIELDS)
 
 
 def hosts_file(found: Sequence[Record]) -> str:

@@ -57,7 +57,29 @@ class CheckError(Kube2HAProxyError):
         self.output = output
 
 
+class ConfigRefused(Kube2HAProxyError):
+    """HAProxy refused to load a config that passed `haproxy -c` (a reload that failed, a
+    start that exited); `output` is what HAProxy said. The same config is not sent again
+    before something changes."""
+
+    exit_code = ExitCode.CHECK
+
+    def __init__(self, message: str, *, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
 class EnvironmentProblem(Kube2HAProxyError):
     """The world around us failed: a file cannot be written, haproxy cannot run, ..."""
 
     exit_code = ExitCode.ENVIRONMENT
+
+
+class HAProxyUnavailable(EnvironmentProblem):
+    """HAProxy did not answer, or not in time (a socket unreachable, a stalled process, a
+    reload not confirmed before its timeout): what it runs is unknown, and the same config is
+    tried again after a backoff."""
+
+
+class RuntimeUpdateError(Kube2HAProxyError):
+    """A runtime update could not be applied as planned; the caller falls back to a reload."""

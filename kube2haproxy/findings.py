@@ -41,8 +41,13 @@ class Finding:
     skip: SkipReason | None = None
 
     def __str__(self) -> str:
+        return f"{self.severity.value}: {self.text}"
+
+    @property
+    def text(self) -> str:
+        """Without the severity: for log lines, which carry their own level."""
         where = f"{self.subject}: {self.field}: " if self.field else f"{self.subject}: "
-        return f"{self.severity.value}: {where}{self.message}"
+        return f"{where}{self.message}"
 
 
 def warning(subject: str, field: str, message: str, skip: SkipReason | None = None) -> Finding:

@@ -4,6 +4,12 @@ Each parser either returns a canonical value built from a small alphabet or rais
 `GrammarError`. Nothing is escaped: a value outside its grammar is rejected. Patterns use explicit
 ASCII classes and `fullmatch` (so a trailing newline never slips past `$`), and numbers are matched
 before `int()` sees them (`int` alone would take " 80", "8_0" and non-ASCII digits).
+
+A Kubernetes field is read by the API server's own rule for that field, cited at each parser
+(`k/k` is kubernetes/kubernetes, `apimachinery` k8s.io/apimachinery/pkg/util/validation): what
+the API server refuses is refused, everything it accepts is accepted, across the releases still
+in use (1.29 to 1.37), so a real cluster's objects are never turned away. Our own inputs
+(annotations, flags) keep the strictest form.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import ipaddress
 import re
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?")
 _UINT = re.compile(r"[0-9]{1,10}")
 _DURATION = re.compile(r"([0-9]{1,10})(us|ms|s|m|h|d)?")
 _IP_CHARS = re.compile(r"[0-9a-fA-F:.]{2,45}")
@@ -32,22 +37,18 @@ class GrammarError(ValueError):
 
 
 def dns_label(value: object) -> str:
-    """An RFC 1123 label (namespaces, Service names): lowercase alphanumerics and '-', 1-63."""
+    """An RFC 1123 label: 1-63 of [a-z0-9-], alphanumeric at both ends; may be all digits.
+
+    apimachinery IsDNS1123Label. Namespaces (k/k ValidateNamespaceName); Service port names
+    (k/k validateServicePort: ValidateDNS1123Label, required when a Service has several ports;
+    not the 15-character IANA name of container ports: `kubectl create service clusterip web
+    --tcp=80:8080` names its port `80-8080`); EndpointSlice port names (k/k discovery
+    validatePorts, since 1.17) and Endpoints port names (k/k validateEndpointPort). Service
+    names are DNS-1035 labels (a letter first) up to 1.35 and DNS-1123 labels from 1.36
+    (RelaxedServiceNameValidation, GA in 1.37): the labels of both releases are accepted."""
     if isinstance(value, str) and _DNS_LABEL.fullmatch(value):
         return value
     raise GrammarError("expected a DNS label: 1-63 of [a-z0-9-], starting and ending alphanumeric")
-
-
-def port_name(value: object) -> str:
-    """An IANA service name (Service port names): 1-15 of [a-z0-9-], one letter, no '--'."""
-    if (
-        isinstance(value, str)
-        and _PORT_NAME.fullmatch(value)
-        and "--" not in value
-        and any("a" <= c <= "z" for c in value)
-    ):
-        return value
-    raise GrammarError("expected a port name: 1-15 of [a-z0-9-] with a letter and no '--'")
 
 
 def integer(value: object, *, low: int, high: int) -> int:
@@ -91,51 +92,98 @@ def choice(value: object, options: tuple[str, ...]) -> str:
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+# Go 1.16's net.ParseIP, which Kubernetes parses legacy IP fields with (k8s.io/utils/net
+# ParseIPSloppy), reads IPv4 octets with leading zeros as decimal: 010.0.0.1 is 10.0.0.1.
+_SLOPPY_QUAD = re.compile(r"(.*?)([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)")
 
-
-# An IPv4 address that special_ip() finds ordinary: the endpoints' fast path.
+# An IPv4 address that special_ip() finds ordinary, in canonical form: the endpoints' fast path.
 ORDINARY_IPV4 = re.compile(
-    r"(?!0\.0\.0\.0$|127\.|169\.254\.|2(?:2[4-9]|3[0-9])\.|255\.255\.255\.255$)"
-    rf"(?:{_OCTET}\.){{3}}{_OCTET}"
+    r"(?!0\.0\.0\.0$|127\.|169\.254\.|224\.0\.0\.)" rf"(?:{_OCTET}\.){{3}}{_OCTET}"
 )
+
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def ip_text(value: object) -> tuple[str, int]:
-    """The canonical text and family (4 or 6) of an IP literal; hot path of endpoint parsing.
-
-    Dotted-quad IPv4 without leading zeros is already canonical and skips `ipaddress`.
-    """
+    """The canonical text and family (4 or 6) of an IP field of a Kubernetes object (api_ip);
+    the hot path of endpoint parsing: canonical dotted-quad IPv4 skips `ipaddress`."""
     if isinstance(value, str) and _IPV4.fullmatch(value):
         return value, 4
-    ip = ip_literal(value)
+    ip = api_ip(value)
     return str(ip), ip.version
 
 
+def api_ip(value: object) -> IP:
+    """An IP field of a Kubernetes object, read as the API server reads it: k/k
+    IsValidIPForLegacyField (apimachinery ip.go; IsValidIP before 1.33), which parses with
+    ParseIPSloppy. Accepted, and canonicalized: IPv4 octets with leading zeros (decimal), and
+    IPv4-mapped IPv6 (::ffff:a.b.c.d), which Kubernetes treats as the IPv4 address (To4). Both
+    are refused for new objects once StrictIPCIDRValidation is on (beta in 1.36), but objects
+    written before stay valid (ratcheting), so a cluster may still hold them. Refused in every
+    release: zones (fe80::1%eth0), prefixes, octets over 255, anything else."""
+    if isinstance(value, str) and _IP_CHARS.fullmatch(value):
+        quad = _SLOPPY_QUAD.fullmatch(value)
+        text = value
+        if quad is not None:
+            octets = [int(o) for o in quad.groups()[1:]]
+            if max(octets) > 255:
+                raise GrammarError("expected an IPv4 or IPv6 address")
+            text = quad.group(1) + ".".join(map(str, octets))
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            pass
+        else:
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                return ip.ipv4_mapped
+            return ip
+    raise GrammarError("expected an IPv4 or IPv6 address")
+
+
+# Link-local multicast as Go's net.IP.IsLinkLocalMulticast has it: 224.0.0.0/24 and ffX2::/16.
+_LINK_LOCAL_MULTICAST_V4 = ipaddress.IPv4Network("224.0.0.0/24")
+
+
 def special_ip(ip: str, version: int) -> str | None:
-    """What makes a canonical address unusable as a service address or endpoint, if anything:
-    "unspecified", "multicast", "link-local" or "loopback" (the ranges the API server refuses
-    for endpoints). IPv4 is classified from its text, the hot path."""
+    """What makes a canonical address unusable as an endpoint or external IP, if anything:
+    "unspecified", "loopback", "link-local" or "link-local multicast", the ranges the API
+    server refuses there (k/k ValidateNonSpecialIP: Endpoints and EndpointSlice addresses,
+    spec.externalIPs). Other multicast and broadcast addresses pass, as they do there. IPv4 is
+    classified from its text, the hot path."""
     if version == 4:
-        first = int(ip[: ip.index(".")])
         if ip == "0.0.0.0":  # noqa: S104 - a comparison, not a bind
             return "unspecified"
-        if 224 <= first <= 239 or ip == "255.255.255.255":
-            return "multicast"
+        if ip.startswith("127."):
+            return "loopback"
         if ip.startswith("169.254."):
             return "link-local"
-        return "loopback" if first == 127 else None
+        return "link-local multicast" if ip.startswith("224.0.0.") else None
     addr = ipaddress.IPv6Address(ip)
+    if addr.is_unspecified:
+        return "unspecified"
+    if addr.is_loopback:
+        return "loopback"
+    if addr.is_link_local:
+        return "link-local"
+    packed = addr.packed
+    return "link-local multicast" if packed[0] == 0xFF and packed[1] & 0x0F == 0x02 else None
+
+
+def unlistenable_ip(ip: str, version: int) -> str | None:
+    """Why no host can listen on a canonical address for TCP, if it cannot: "unspecified" (the
+    wildcard), "multicast" or "broadcast"."""
+    addr = ipaddress.ip_address(ip)
     if addr.is_unspecified:
         return "unspecified"
     if addr.is_multicast:
         return "multicast"
-    if addr.is_link_local:
-        return "link-local"
-    return "loopback" if addr.is_loopback else None
+    return "broadcast" if version == 4 and ip == "255.255.255.255" else None
 
 
-def ip_literal(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IPv4 or IPv6 literal without zone index, leading zeros or surrounding text."""
+def ip_literal(value: object) -> IP:
+    """An IPv4 or IPv6 literal in our own inputs (annotations, flags): no zone index, no
+    leading zeros, no IPv4-mapped form, no surrounding text."""
     if isinstance(value, str) and _IP_CHARS.fullmatch(value):
         try:
             ip = ipaddress.ip_address(value)
@@ -143,15 +191,15 @@ def ip_literal(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
             pass
         else:
             # ::ffff:127.0.0.1 is loopback and ::ffff:0.0.0.0 the IPv4 wildcard, but Python
-            # classifies neither: refuse the form (the API server treats it as IPv4 too).
+            # classifies neither: refuse the form.
             if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
                 raise GrammarError("IPv4-mapped IPv6 addresses are refused: write the IPv4 one")
             return ip
     raise GrammarError("expected an IPv4 or IPv6 address")
 
 
-def cidr(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """An address or network in CIDR notation (host bits allowed, as the Kubernetes API allows)."""
+def cidr(value: object) -> Network:
+    """An address or network in CIDR notation in our own inputs (host bits allowed)."""
     if isinstance(value, str):
         match = _CIDR.fullmatch(value)
         if match is not None:
@@ -159,6 +207,24 @@ def cidr(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
                 return ipaddress.ip_network(value, strict=False)
             except ValueError:
                 pass
+    raise GrammarError("expected a CIDR such as 10.0.0.0/8 or fd00::/8")
+
+
+def api_cidr(value: object) -> Network:
+    """A CIDR field of a Kubernetes object (spec.loadBalancerSourceRanges), as the API server
+    reads it: k/k ValidateService trims spaces, then IsValidCIDRForLegacyField (ParseCIDRSloppy
+    before 1.33): a prefix length is required; host bits, leading zeros and the IPv4-mapped form
+    are accepted (refused for new objects once StrictIPCIDRValidation is on, kept on old ones)."""
+    if isinstance(value, str):
+        address, slash, prefix = value.strip(" \t\n\r\v\f").partition("/")
+        if slash and _UINT.fullmatch(prefix):
+            ip = api_ip(address)
+            bits = int(prefix)
+            mapped = ":" in address and ip.version == 4  # ::ffff:a.b.c.d/N counts 128 bits
+            if mapped:
+                bits -= 96
+            if 0 <= bits <= ip.max_prefixlen:
+                return ipaddress.ip_network(f"{ip}/{bits}", strict=False)
     raise GrammarError("expected a CIDR such as 10.0.0.0/8 or fd00::/8")
 
 
@@ -170,7 +236,9 @@ def http_path(value: object) -> str:
 
 
 def timestamp(value: object) -> str | None:
-    """An RFC 3339 UTC timestamp as the API writes it (creationTimestamp), or None."""
+    """creationTimestamp in the form the API writes it (metav1.Time: RFC 3339 in UTC, "Z";
+    fractions, which Go's parser tolerates, are cut to whole seconds as the API stores them),
+    or None. Manifests bring other forms to this one as they load (manifests.py)."""
     if isinstance(value, str) and _TIMESTAMP.fullmatch(value):
-        return value
+        return value[:19] + "Z"
     return None

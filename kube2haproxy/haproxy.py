@@ -22,25 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kube2haproxy.errors import EnvironmentProblem, Kube2HAProxyError
+from kube2haproxy.errors import ConfigRefused, EnvironmentProblem, HAProxyUnavailable
 
 log = logging.getLogger(__name__)
 haproxy_log = logging.getLogger("kube2haproxy.haproxy.output")
 
 READ_CHUNK = 65536
 ALIVE_GRACE_S = 30.0
-
-
-class HAProxyUnavailable(EnvironmentProblem):
-    """A socket cannot be reached, or did not answer in time."""
-
-
-class ReloadError(Kube2HAProxyError):
-    """A reload did not produce a new worker (HAProxy refused the config, or timed out)."""
-
-    def __init__(self, message: str, *, output: str = "") -> None:
-        super().__init__(message)
-        self.output = output
 
 
 def unix_command(path: str, command: str, *, timeout_s: float, half_close: bool) -> str:
@@ -121,6 +109,14 @@ _ROUTINE = re.compile(
     r"Proxy \S+ stopped \(cumulated conns|Stopping (frontend|backend|proxy) |"
     r"Former worker \(\d+\) exited with code 0|haproxy version is|path to executable is"
 )
+# What HAProxy prints at WARNING for what we asked for: the slot changes of a runtime update
+# (a planned endpoint removal is "going DOWN for maintenance") and a normal stop.
+_PLANNED = re.compile(
+    r"Server \S+ is going DOWN for maintenance\.|Server \S+ is UP/(READY|DRAIN) \(leaving "
+    r"forced maintenance\)|Server \S+ (remains in forced drain mode|is UP \(leaving forced "
+    r"drain\)|enters drain state)|Exiting Master process|Current worker \(\d+\) exited with code "
+    r"0|All workers exited\. Exiting\.\.\. \(0\)"
+)
 
 
 def output_level(line: str) -> int:
@@ -129,7 +125,9 @@ def output_level(line: str) -> int:
         return logging.DEBUG
     if "[ALERT]" in line:
         return logging.ERROR
-    return logging.WARNING if "[WARNING]" in line else logging.INFO
+    if "[WARNING]" in line and not _PLANNED.search(line):
+        return logging.WARNING
+    return logging.INFO
 
 
 class MasterCLI:
@@ -159,8 +157,8 @@ class MasterCLI:
         return True
 
     def reload(self, *, timeout_s: float, poll_s: float = 0.01) -> Processes:
-        """Reload and wait until the master reports the outcome; ReloadError unless a new
-        worker runs the new config."""
+        """Reload and wait until the master reports the outcome: ConfigRefused when the reload
+        failed, HAProxyUnavailable when no outcome came within `timeout_s`."""
         before = self.processes()
         known = {pid for pid, _ in before.workers} | set(before.old_workers)
         self.command("reload")
@@ -174,14 +172,14 @@ class MasterCLI:
             if after.reloads <= before.reloads:
                 continue
             if after.failed:
-                raise ReloadError(
+                raise ConfigRefused(
                     f"HAProxy refused the new config: reload {after.reloads} failed "
                     f"({after.failed} failed since the last success); the old worker serves on"
                 )
             worker = after.current_worker
             if worker is not None and worker not in known:
                 return after
-        raise ReloadError(f"reload not confirmed within {timeout_s:g}s")
+        raise HAProxyUnavailable(f"reload not confirmed within {timeout_s:g}s")
 
 
 class RuntimeAPI:
@@ -390,8 +388,9 @@ class Supervisor:
 
     def start(self, *, ready_timeout_s: float = 60.0) -> None:
         """Start (or adopt) HAProxy unless ours already runs, and wait until its master answers
-        with a worker; EnvironmentProblem (with HAProxy's output) when it exits or does not come
-        up, and then nothing is left running or about to restart."""
+        with a worker: ConfigRefused (with HAProxy's output) when it exits, HAProxyUnavailable
+        when it does not come up in time, EnvironmentProblem when it cannot run; and then
+        nothing is left running or about to restart."""
         with self._lock:
             self._stopping.clear()
             idle = self._process is None or not self._process.alive()
@@ -404,7 +403,7 @@ class Supervisor:
                 self._watcher.start()
         try:
             self.wait_ready(ready_timeout_s)
-        except EnvironmentProblem:
+        except (ConfigRefused, EnvironmentProblem):
             self.stop(grace_s=1.0)  # no crash loop on a config that cannot start
             raise
 
@@ -415,15 +414,15 @@ class Supervisor:
                 process = self._process
             if process is None or not process.alive():
                 code = process.wait(0) if process is not None else None
-                raise EnvironmentProblem(
-                    f"haproxy exited with code {code} while starting:\n"
-                    + "\n".join(self.last_output[-20:])
+                raise ConfigRefused(
+                    f"haproxy exited with code {code} while starting",
+                    output="\n".join(self.last_output[-20:]),
                 )
             with contextlib.suppress(HAProxyUnavailable):
                 if self.master.processes().current_worker is not None:
                     return
             time.sleep(0.05)
-        raise EnvironmentProblem(f"haproxy did not come up within {timeout_s:g}s")
+        raise HAProxyUnavailable(f"haproxy did not come up within {timeout_s:g}s")
 
     def stop(self, *, grace_s: float = 10.0) -> None:
         """Soft-stop (SIGUSR1: finish open connections), then SIGTERM, then SIGKILL."""

@@ -9,17 +9,28 @@ the last good content of such a file.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
@@ -33,8 +44,70 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".yaml", ".yml", ".json")
 MAX_LIST_DEPTH = 4
 
+# Aliases let a 1 KB document stand for billions of nodes (nine levels of nine aliases): every
+# later walk (comparison, pruning) would pay for the expansion. Kubernetes never writes aliases
+# (kubectl, the API and JSON cannot); a hand-written file may share a few labels through them.
+MAX_ALIASES = 10_000  # alias references per document
+MAX_ALIAS_EXPANSION = 1_000_000  # nodes that aliases add to a document once expanded
+
 # libyaml's parser is ~10x faster on large dumps; PyYAML without libyaml falls back.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """The safe loader, refusing documents whose aliases expand them past the limits above
+    before anything is built from them (the composed node graph shares aliased nodes)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_aliases(node)
+        return super().construct_document(node)
+
+
+def _check_aliases(root: yaml.Node) -> None:
+    """Count the alias references of a composed document and the nodes they add once
+    expanded, without expanding anything (each node is sized once). yaml.YAMLError when a
+    limit is passed or an alias refers to a node containing it (a recursive document)."""
+    sizes: dict[int, int | None] = {}  # id(node) -> its expanded size; None while open
+    aliases = 0
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # iterative post-order: documents may nest deeper than Python recursion
+        node, closing = stack.pop()
+        ident = id(node)
+        if closing:
+            sizes[ident] = 1 + sum(sizes[id(child)] or 0 for child in _children(node))
+            continue
+        if ident in sizes:
+            if sizes[ident] is None:
+                raise _alias_error(node, "an alias refers to a node that contains it")
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise _alias_error(node, f"more than {MAX_ALIASES:,} aliases")
+            continue
+        sizes[ident] = None
+        stack.append((node, True))
+        stack.extend((child, False) for child in reversed(_children(node)))
+    added = (sizes[id(root)] or 0) - len(sizes)
+    if added > MAX_ALIAS_EXPANSION:
+        raise _alias_error(
+            root,
+            f"aliases expand the document by {added:,} nodes (at most {MAX_ALIAS_EXPANSION:,})",
+        )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+class AliasLimitError(yaml.MarkedYAMLError):
+    """A document's aliases pass MAX_ALIASES or MAX_ALIAS_EXPANSION, or recurse."""
+
+
+def _alias_error(node: yaml.Node, problem: str) -> AliasLimitError:
+    return AliasLimitError(problem=problem, problem_mark=node.start_mark)
 
 
 @dataclass(slots=True)
@@ -55,6 +128,7 @@ class Manifests:
             except FieldError as exc:
                 self.findings.append(warning(where, exc.field, f"{exc.message}; object ignored"))
                 continue
+            _normalize_created(obj)
             ident = (kind, key)
             if ident in self.objects:
                 self.findings.append(
@@ -67,6 +141,26 @@ class Manifests:
                 )
             self.objects[ident] = obj
             self.origins[ident] = where
+
+
+def _normalize_created(obj: JSON) -> None:
+    """metadata.creationTimestamp in the one form the API writes (RFC 3339, UTC, "Z", whole
+    seconds): a hand-written manifest may carry an offset, or an unquoted value that YAML reads
+    as a datetime. Older services win address conflicts, so the texts must compare as the
+    times do. Anything else is left for translate to ignore."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return
+    value = meta.get("creationTimestamp")
+    if isinstance(value, str) and not value.endswith("Z"):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:  # YAML's timestamps without an offset are UTC
+            value = value.replace(tzinfo=datetime.UTC)
+        meta["creationTimestamp"] = value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def load(paths: Sequence[str], *, stdin: TextIO | None = None) -> Manifests:
@@ -100,10 +194,23 @@ def expand(path: Path) -> list[Path]:
 def read_file(path: Path) -> list[object]:
     """The documents of one file; InputError when it cannot be read or parsed."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc}") from exc
-    return parse_text(text, origin=str(path), json_first=path.suffix.lower() == ".json")
+    return parse_bytes(data, origin=str(path), json_first=_is_json(path))
+
+
+def _is_json(path: Path) -> bool:
+    return path.suffix.lower() == ".json"
+
+
+def parse_bytes(data: bytes, *, origin: str, json_first: bool | None = None) -> list[object]:
+    """The documents of a file's bytes (UTF-8, with or without a byte order mark)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{origin}: cannot read: {exc}") from exc
+    return parse_text(text, origin=origin, json_first=json_first)
 
 
 def parse_text(text: str, *, origin: str, json_first: bool | None = None) -> list[object]:
@@ -126,6 +233,8 @@ def parse_text(text: str, *, origin: str, json_first: bool | None = None) -> lis
         mark = getattr(exc, "problem_mark", None)
         where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
         problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, AliasLimitError):
+            raise InputError(f"{where}: YAML aliases refused: {problem}") from exc
         raise InputError(f"{where}: invalid YAML: {problem}") from exc
 
 
@@ -159,24 +268,46 @@ def _flatten(doc: object, where: str, depth: int) -> Iterator[tuple[JSON, str]]:
     yield doc, where
 
 
+@dataclass(slots=True)
+class _File:
+    """What the live source knows of one file: how it looked on disk when last read (its stat
+    signature and a digest of its bytes), its last good documents, and the content whose
+    error was reported (once per content, not once per look)."""
+
+    signature: tuple[int, ...] = ()
+    digest: bytes = b""
+    documents: list[object] | None = None
+    reported: bytes | None = None
+
+
 class ManifestSource:
     """The manifests as a live source: loads the paths, then follows them with watchdog.
 
-    After any change under the paths (debounced), every file is read again and the differences
-    with what was emitted are sent as events, deletions included. A file that does not parse is
-    reported and its last good content kept, so a half-saved edit never empties the cluster."""
+    Only writes, creations, deletions and moves under the paths count as changes (watchdog also
+    reports files opened and closed unwritten: our own reads among them). After a change,
+    debounced (`debounce_s` of quiet, never longer than `max_delay_s` after the first change),
+    the files are looked at again: a file whose stat and then bytes are unchanged is not parsed
+    again, and when no file changed nothing is compared or emitted. The differences with what
+    was emitted go out as events, deletions included. A file that does not parse is reported
+    once per content and its last good content kept, so a half-saved edit never empties the
+    cluster."""
 
-    def __init__(self, paths: Sequence[str], *, debounce_s: float = 0.2) -> None:
+    def __init__(
+        self, paths: Sequence[str], *, debounce_s: float = 0.2, max_delay_s: float = 1.0
+    ) -> None:
         self.paths = list(paths)
         self.names: tuple[str, ...] = ("manifests",)
         self._debounce_s = debounce_s
-        self._good: dict[Path, list[object]] = {}
+        self._max_delay_s = max_delay_s
+        self._files: dict[Path, _File] = {}
         self._emitted: dict[tuple[Kind, Key], JSON] = {}
+        self._reported: set[str] = set()  # messages about the file set and duplicate objects
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
-        self.reloads = 0
+        self.parses = 0  # files parsed (a changed content), for tests and benchmarks
+        self.syncs = 0  # times the objects were compared with what was emitted
 
     def start(self, emit: Callable[[Event], None]) -> None:
         self._emit = emit
@@ -209,10 +340,15 @@ class ManifestSource:
             self._changed.wait()
             if self._stop.is_set():
                 return
-            # Editors write in several steps: wait for the burst to end.
+            # Editors write in several steps: wait for the burst to end, but a file rewritten
+            # without pause must not hold every change back.
+            deadline = time.monotonic() + self._max_delay_s
             while self._changed.is_set():
                 self._changed.clear()
-                if self._stop.wait(self._debounce_s):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if self._stop.wait(min(self._debounce_s, left)):
                     return
             try:
                 self._sync()
@@ -220,34 +356,89 @@ class ManifestSource:
                 log.exception("cannot reload the manifests; keeping the last good state")
 
     def _sync(self) -> None:
-        manifests = Manifests()
         files: list[Path] = []
+        messages: list[str] = []
         for path in self.paths:
             try:
                 files.extend(expand(Path(path)))
             except InputError as exc:
-                log.warning("%s", exc)
-        current: dict[Path, list[object]] = {}
+                messages.append(str(exc))
+        changed = set(self._files) != set(files)
+        known: dict[Path, _File] = {}
         for file in files:
-            try:
-                current[file] = read_file(file)
-            except InputError as exc:
-                if file in self._good:
-                    log.warning("%s; keeping its last good content", exc)
-                    current[file] = self._good[file]
-                else:
-                    log.warning("%s; ignored until it parses", exc)
-        self._good = current
-        for file, documents in current.items():
-            manifests.add(str(file), documents)
-        for finding in manifests.findings:
-            log.warning("%s", finding)
-        self.reloads += 1
+            state = self._files.get(file) or _File()
+            changed |= self._look(file, state)
+            known[file] = state
+        self._files = known
+        if not changed and self.syncs:
+            self._log_once(messages)
+            return
+        manifests = Manifests()
+        for file, state in known.items():
+            if state.documents is not None:
+                manifests.add(str(file), state.documents)
+        self._log_once(messages + [finding.text for finding in manifests.findings])
+        self.syncs += 1
         for event in differences(
             "manifests", self._emitted, manifests.objects, same=lambda a, b: a == b
         ):
             self._emit(event)
         self._emitted = dict(manifests.objects)
+
+    def _look(self, file: Path, state: _File) -> bool:
+        """Bring one file's state up to date; True when its documents changed."""
+        try:
+            info = file.stat()
+            signature = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            if signature == state.signature:
+                return False
+            state.signature = signature
+            data = file.read_bytes()
+        except OSError as exc:
+            state.signature = ()
+            return self._broken(file, state, b"", InputError(f"{file}: cannot read: {exc}"))
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if digest == state.digest:
+            return False  # touched, or rewritten with the same bytes
+        state.digest = digest
+        try:
+            documents = parse_bytes(data, origin=str(file), json_first=_is_json(file))
+        except InputError as exc:
+            return self._broken(file, state, digest, exc)
+        self.parses += 1
+        state.reported = None
+        state.documents = documents
+        return True
+
+    @staticmethod
+    def _broken(file: Path, state: _File, digest: bytes, problem: InputError) -> bool:
+        """A file that cannot be used: reported once per content; its last good content stays."""
+        if state.reported != digest:
+            state.reported = digest
+            kept = "keeping its last good content" if state.documents else "ignored until it parses"
+            log.warning("%s; %s", problem, kept)
+        state.digest = digest
+        return False
+
+    def _log_once(self, messages: list[str]) -> None:
+        """Log what is new among the messages about the file set (each once while it lasts)."""
+        for message in messages:
+            if message not in self._reported:
+                log.warning("%s", message)
+        self._reported = set(messages)
+
+
+# What changes a file's content or the set of files. Not opened, closed-without-write or
+# attribute events: reading a file (we do, on every change) would report it changed again.
+_CHANGES = frozenset(
+    {
+        EVENT_TYPE_CREATED,
+        EVENT_TYPE_DELETED,
+        EVENT_TYPE_MODIFIED,
+        EVENT_TYPE_MOVED,
+        EVENT_TYPE_CLOSED,
+    }
+)
 
 
 class _Poke(FileSystemEventHandler):
@@ -255,6 +446,14 @@ class _Poke(FileSystemEventHandler):
         self._changed = changed
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
-        if event.is_directory or any(p.lower().endswith(SUFFIXES) for p in paths):
+        if event.event_type not in _CHANGES:
+            return
+        if event.is_directory:
+            # A directory's own "modified" follows every change of its entries, which have
+            # their own events; a directory created, deleted or moved may carry files.
+            if event.event_type != EVENT_TYPE_MODIFIED:
+                self._changed.set()
+            return
+        paths = (str(event.src_path), str(getattr(event, "dest_path", "") or ""))
+        if any(p.lower().endswith(SUFFIXES) for p in paths):
             self._changed.set()

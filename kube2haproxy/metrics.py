@@ -27,8 +27,9 @@ class Metrics:
         self.reloads = Counter(
             "kube2haproxy_reloads",
             "Applies that needed HAProxy to load a new config, by result: "
-            "success, check_failed (haproxy -c refused it), reload_failed (HAProxy refused it "
-            "or did not answer), error (a template, a file, a bug).",
+            "success, check_failed (haproxy -c refused it), reload_failed (HAProxy refused to "
+            "load it), unavailable (HAProxy did not answer in time: retried with a backoff), "
+            "error (a template, a file, a bug).",
             ["result"],
             registry=r,
         )
@@ -138,6 +139,12 @@ class Metrics:
             "kube2haproxy_haproxy_exits",
             "Supervised HAProxy masters that exited on their own (each is restarted after a "
             "backoff).",
+            registry=r,
+        )
+        self.shared_listeners = Gauge(
+            "kube2haproxy_shared_listeners",
+            "Addresses HAProxy listens on where another process listens too (SO_REUSEPORT "
+            "splits their connections), at the last look: after each reload and drift check.",
             registry=r,
         )
         self.synced = Gauge(

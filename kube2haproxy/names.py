@@ -1,9 +1,10 @@
 """HAProxy names, derived in one place.
 
 A proxy (frontend and backend) is named `<namespace>_<service>_<port>`, where the port part is the
-service port's name or, for an unnamed port, its number. Namespaces and Service names are DNS labels
-and port names IANA service names, validated before they get here, none of which may contain '_':
-the three parts can be read back unambiguously, so two different service ports never share a name.
+service port's name or, for an unnamed port, its number. Namespaces, Service names and port names
+are DNS labels, validated before they get here, none of which may contain '_': the three parts can
+be read back unambiguously, so two different service ports never share a name (a port named "80"
+and an unnamed port 80 cannot be in one Service: a Service with several ports names them all).
 Every character is one HAProxy accepts in a proxy name ([a-z0-9_-]).
 """
 

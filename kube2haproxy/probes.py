@@ -1,29 +1,27 @@
 """probes: the controller's HTTP endpoint: /healthz, /readyz and /metrics (Prometheus format).
 
 Plain `http.server` in a thread of its own: three read-only paths do not justify a framework.
+The checks answer from state the controller already holds (health.py), never by waiting on
+HAProxy, and a client that goes away before its answer is not an error.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from kube2haproxy.errors import EnvironmentProblem
+from kube2haproxy.settings import parse_listen
+
 log = logging.getLogger(__name__)
 
 Check = Callable[[], tuple[bool, str]]
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """`127.0.0.1:9333`, `[::1]:9333` or `:9333` (every address)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--listen {value!r}: expected host:port")
-    return host.strip("[]"), int(port)
 
 
 class ProbeServer:
@@ -38,10 +36,16 @@ class ProbeServer:
         )
         server_class = type(
             "Server",
-            (ThreadingHTTPServer,),
+            (_Server,),
             {"address_family": _family(host), "daemon_threads": True},
         )
-        self._server = server_class((host, port), handler)
+        try:
+            self._server = server_class((host, port), handler)
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"--listen {listen}: cannot listen: {exc.strerror or exc}"
+            ) from exc
+        self.address = listen
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="probes", daemon=True
         )
@@ -52,7 +56,8 @@ class ProbeServer:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("serving /healthz, /readyz and /metrics on port %d", self.port)
+        host = self._server.server_address[0] or "every address"
+        log.info("serving /healthz, /readyz and /metrics on %s port %d", host, self.port)
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -61,6 +66,17 @@ class ProbeServer:
 
 def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away (a probe that timed out, a scraper that closed) is no
+        error of ours; anything else is logged once, without killing the server."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("probe client %s went away: %s", client_address, exc)
+        else:
+            log.warning("probe request from %s failed", client_address, exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -81,11 +97,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found\n", "text/plain; charset=utf-8")
 
     def _send(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except ConnectionError as exc:  # the client went away: nobody to answer
+            log.debug("probe client %s went away: %s", self.client_address[0], exc)
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.client_address[0], *args)

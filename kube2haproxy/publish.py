@@ -87,6 +87,8 @@ class Publisher:
         found = dns.records(model, zone=self._zone)
         if found == self._records:
             return
+        for finding in dns.srv_findings(model, zone=self._zone):
+            log.warning("%s", finding.text)
         if s.dns_hosts_file:
             configfile.write_atomic(Path(s.dns_hosts_file), dns.hosts_file(found))
         if s.dns_zone_file:

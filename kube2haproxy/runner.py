@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import tempfile
 from dataclasses import replace
@@ -20,6 +21,8 @@ from kube2haproxy.applier import HAProxyApplier
 from kube2haproxy.controller import Controller, Source
 from kube2haproxy.errors import EnvironmentProblem
 from kube2haproxy.haproxy import MasterCLI, RuntimeAPI, Supervisor
+from kube2haproxy.health import HealthMonitor
+from kube2haproxy.lock import Lock
 from kube2haproxy.manifests import ManifestSource
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.probes import ProbeServer
@@ -42,7 +45,34 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
     )
     renderer = Renderer(settings.render)  # template errors before anything starts
     publisher = Publisher(settings.publish)  # and an unreadable password file
+    _check_binary(settings.haproxy.binary)  # and a missing haproxy
     metrics = Metrics()
+    lock = Lock(Path(paths.lock))
+    if paths.run_dir is not None:
+        _prepare_run_dir(Path(paths.run_dir))
+    lock.acquire()  # one controller per HAProxy; released when we exit (or die)
+    try:
+        _serve(
+            settings,
+            paths,
+            renderer=renderer,
+            publisher=publisher,
+            metrics=metrics,
+            manifests=manifests,
+        )
+    finally:
+        lock.release()
+
+
+def _serve(
+    settings: Settings,
+    paths: Paths,
+    *,
+    renderer: Renderer,
+    publisher: Publisher,
+    metrics: Metrics,
+    manifests: tuple[str, ...],
+) -> None:
     supervisor = _supervisor(settings, paths, metrics)
     master = supervisor.master if supervisor is not None else MasterCLI(paths.master_socket)
     applier = HAProxyApplier(
@@ -67,7 +97,12 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
     # The longest an apply may legitimately keep the loop busy: a check, a reload, a margin.
     stall_limit = (settings.haproxy.check_timeout_ms + settings.run.reload_timeout_ms) / 1000 + 60
 
-    silent = f"haproxy master {paths.master_socket} does not answer"
+    health = HealthMonitor(applier.healthy)
+
+    def silent() -> str:
+        quiet = health.silence()
+        since = f" for {quiet:.0f}s" if quiet is not None else ""
+        return f"haproxy master {paths.master_socket} does not answer{since}"
 
     def live() -> tuple[bool, str]:
         if controller.stalled(stall_limit):
@@ -75,8 +110,8 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
         # Alive means HAProxy's master answers too, in both modes (once one is expected to
         # run): a pod whose HAProxy is silent must be restarted, not kept.
         expected = supervisor is None or supervisor.running or controller.applied_model
-        if expected and not applier.healthy():
-            return False, silent
+        if expected and not health.healthy():
+            return False, silent()
         return True, "ok"
 
     def ready() -> tuple[bool, str]:
@@ -84,13 +119,15 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
             return False, "waiting for the initial sync"
         if not controller.ready.is_set():
             return False, "no config applied yet"
-        if not applier.healthy():
-            return False, silent
+        if not health.healthy():
+            return False, silent()
         return True, "ok"
 
     probes = None
     if settings.run.listen:
         probes = ProbeServer(settings.run.listen, live=live, ready=ready, registry=metrics.registry)
+    health.start()
+    if probes is not None:
         probes.start()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -112,6 +149,7 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
     finally:
         controller.stop()
         applier.flush()
+        health.stop()
         if probes is not None:
             probes.stop()
         if supervisor is not None:
@@ -119,20 +157,35 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
             supervisor.stop()
 
 
-def _supervisor(settings: Settings, paths: Paths, metrics: Metrics) -> Supervisor | None:
-    if not paths.supervised:
-        return None
-    assert paths.run_dir is not None
-    run_dir = Path(paths.run_dir)
-    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # It holds the config HAProxy loads (lua-load runs code) and the sockets we adopt: in a
-    # shared /tmp, a directory someone else made, or others may write to, is refused.
-    info = run_dir.stat()
+def _check_binary(binary: str) -> None:
+    """The haproxy executable exists and runs: a missing one is a setup error, not something
+    to retry forever."""
+    if shutil.which(binary) is None:
+        raise EnvironmentProblem(
+            f"--haproxy-bin {binary}: not found or not executable (install HAProxy, or point "
+            "--haproxy-bin at it)"
+        )
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    """Create the run directory. It holds the config HAProxy loads (lua-load runs code) and
+    the sockets we adopt: in a shared /tmp, a directory someone else made, or others may
+    write to, is refused."""
+    try:
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = run_dir.stat()
+    except OSError as exc:
+        raise EnvironmentProblem(f"--run-dir {run_dir}: {exc.strerror or exc}") from exc
     if info.st_uid != os.getuid() or info.st_mode & 0o022:
         raise EnvironmentProblem(
             f"--run-dir {run_dir}: must belong to uid {os.getuid()} and be writable by it "
             f"alone (owner {info.st_uid}, mode {oct(info.st_mode & 0o777)})"
         )
+
+
+def _supervisor(settings: Settings, paths: Paths, metrics: Metrics) -> Supervisor | None:
+    if not paths.supervised:
+        return None
     return Supervisor(
         binary=settings.haproxy.binary,
         config=paths.config,
@@ -143,7 +196,7 @@ def _supervisor(settings: Settings, paths: Paths, metrics: Metrics) -> Superviso
 
 def _sources(settings: Settings, manifests: tuple[str, ...], metrics: Metrics) -> list[Source]:
     if manifests:
-        return [ManifestSource(manifests)]
+        return [ManifestSource(manifests, max_delay_s=settings.run.max_delay_ms / 1000)]
     from kube2haproxy.kube import KubeSource, api_client  # noqa: PLC0415 - heavy, only here
 
     return [KubeSource(settings.kube, client=api_client(settings.kube), metrics=metrics)]

@@ -28,9 +28,19 @@ def _opt(
     kind: ValueKind = ValueKind.TEXT,
     *,
     choices: tuple[str, ...] = (),
+    aliases: tuple[str, ...] = (),
     **limits: int,
 ) -> dict[str, Any]:
-    return {"flag": flag, "help": help, "kind": kind, "limits": limits, "choices": choices}
+    """`aliases`: other spellings of the flag (kubectl's short flags, kube-proxy's names, the
+    names of earlier releases, kept for a release); each also has its environment variable."""
+    return {
+        "flag": flag,
+        "help": help,
+        "kind": kind,
+        "limits": limits,
+        "choices": choices,
+        "aliases": aliases,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,13 +291,14 @@ class RunSettings:
             ValueKind.PATH,
         ),
     )
-    config: str | None = field(
+    haproxy_config: str | None = field(
         default=None,
         metadata=_opt(
-            "--config",
+            "--haproxy-config",
             "The haproxy.cfg the controller writes. Unset: <run-dir>/haproxy.cfg when supervised, "
-            "/etc/haproxy/haproxy.cfg when attached.",
+            "/etc/haproxy/haproxy.cfg when attached. (--config: the former name.)",
             ValueKind.PATH,
+            aliases=("--config",),
         ),
     )
     run_dir: str | None = field(
@@ -336,29 +347,36 @@ class RunSettings:
             ValueKind.DURATION,
         ),
     )
-    drift_check_ms: int = field(
+    drift_check_interval_ms: int = field(
         default=60_000,
         metadata=_opt(
-            "--drift-check",
+            "--drift-check-interval",
             "How often to compare HAProxy's servers with the model (also after every reload); "
-            "0 disables.",
+            "0 disables. (--drift-check: the former name.)",
             ValueKind.DURATION,
+            aliases=("--drift-check",),
             low=0,
         ),
     )
-    retry_ms: int = field(
+    retry_interval_ms: int = field(
         default=5_000,
         metadata=_opt(
-            "--retry",
-            "First wait before retrying a failed apply; doubles up to 2 minutes.",
+            "--retry-interval",
+            "First wait before retrying a failed apply; doubles up to 2 minutes. (--retry: the "
+            "former name.)",
             ValueKind.DURATION,
+            aliases=("--retry",),
         ),
     )
+    # One address serves the probes and the metrics: kube-proxy's two flags name the same
+    # listener here (one small HTTP server, nothing to keep apart).
     listen: str = field(
         default="127.0.0.1:9333",
         metadata=_opt(
             "--listen",
-            "host:port of /healthz, /readyz and /metrics (an empty value disables them).",
+            "host:port of /healthz, /readyz and /metrics (an empty value disables them). "
+            "--healthz-bind-address and --metrics-bind-address (kube-proxy's names) set it too.",
+            aliases=("--healthz-bind-address", "--metrics-bind-address"),
         ),
     )
     log_format: str = field(
@@ -399,11 +417,20 @@ class KubeSettings:
     )
     namespace: str | None = field(
         default=None,
-        metadata=_opt("--namespace", "Watch one namespace only (unset: all namespaces)."),
+        metadata=_opt(
+            "--namespace",
+            "Watch one namespace only (unset: all namespaces).",
+            aliases=("-n",),
+        ),
     )
     label_selector: str | None = field(
         default=None,
-        metadata=_opt("--label-selector", "Watch only Services matching this label selector."),
+        metadata=_opt(
+            "--selector",
+            "Watch only Services matching this label selector, as kubectl's -l "
+            "(--label-selector: the former name).",
+            aliases=("-l", "--label-selector"),
+        ),
     )
     watch_endpoints: bool = field(
         default=False,
@@ -561,10 +588,20 @@ class OptionSpec:
     default: Any
     limits: dict[str, int]
     choices: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
 
     @property
     def envvar(self) -> str:
-        return "KUBE2HAPROXY_" + self.flag.lstrip("-").upper().replace("-", "_")
+        return _envvar(self.flag)
+
+    @property
+    def envvars(self) -> tuple[str, ...]:
+        """The flag's variable, then those of its long aliases (former names)."""
+        return (self.envvar, *(_envvar(a) for a in self.aliases if a.startswith("--")))
+
+
+def _envvar(flag: str) -> str:
+    return "KUBE2HAPROXY_" + flag.lstrip("-").upper().replace("-", "_")
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -595,6 +632,7 @@ def option_specs(sections: tuple[str, ...] | None = None) -> list[OptionSpec]:
                     f.default,
                     dict(meta["limits"]),
                     meta["choices"],
+                    meta["aliases"],
                 )
             )
     return specs
@@ -620,6 +658,7 @@ class Paths:
     runtime_socket: str
     run_dir: str | None
     maps_dir: str  # the per-port layout's map files: --maps-dir, else maps/ beside the config
+    lock: str  # one controller per HAProxy: in the run directory, else <config>.lock
 
 
 def resolve_paths(settings: Settings, *, uid: int, environ: dict[str, str], tmp: str) -> Paths:
@@ -635,20 +674,36 @@ def resolve_paths(settings: Settings, *, uid: int, environ: dict[str, str], tmp:
         else:
             run_dir = f"{tmp}/kube2haproxy-{uid}"
         master = f"{run_dir}/master.sock"
-        config = run.config or f"{run_dir}/haproxy.cfg"
+        config = run.haproxy_config or f"{run_dir}/haproxy.cfg"
     else:
         run_dir = None
         master = run.master_socket
-        config = run.config or "/etc/haproxy/haproxy.cfg"
+        config = run.haproxy_config or "/etc/haproxy/haproxy.cfg"
     runtime = settings.render.runtime_socket or posixpath.join(
         posixpath.dirname(master), "admin.sock"
     )
     maps_dir = settings.render.maps_dir or maps_dir_beside(config)
-    return Paths(run.master_socket is None, config, master, runtime, run_dir, maps_dir)
+    lock = f"{run_dir}/kube2haproxy.lock" if run_dir is not None else f"{config}.lock"
+    return Paths(run.master_socket is None, config, master, runtime, run_dir, maps_dir, lock)
 
 
 RENDER_RUNTIME_SOCKET = "/run/haproxy/admin.sock"  # what `render` writes when unset
 RENDER_MAPS_DIR = "/etc/haproxy/maps"  # where `render` to standard output says the maps are
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`127.0.0.1:9333`, `[::1]:9333`, `localhost:9333` or `:9333` (every address); ValueError
+    saying what is expected otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: expected host:port, with a port in 0..65535")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"{value!r}: expected [IPv6 address]:port")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{value!r}: write an IPv6 address in brackets, as [::1]:9333")
+    return host, int(port)
 
 
 def maps_dir_beside(config: str) -> str:

@@ -686,8 +686,15 @@ def service_vips(
         except grammar.GrammarError as exc:
             findings.append(warning(who, path, f"{shown(raw)}: {exc}; address ignored"))
             continue
-        if grammar.special_ip(ip, version) in ("unspecified", "multicast"):
-            findings.append(warning(who, path, f"{ip} cannot be a service address; ignored"))
+        # External IPs are refused on special addresses by the API server (k/k ValidateService:
+        # ValidateNonSpecialIP); no address at all can be listened on when it is a wildcard,
+        # multicast or broadcast.
+        special = grammar.special_ip(ip, version) if claim is Claim.EXTERNAL_IP else None
+        problem = special or grammar.unlistenable_ip(ip, version)
+        if problem is not None:
+            findings.append(
+                warning(who, path, f"{ip} is {problem}: not a service address; ignored")
+            )
             continue
         if ip not in vips:
             vips[ip] = Vip(ip, claim)
@@ -748,9 +755,7 @@ def _source_rules(
     lb_ips = tuple(v.ip for v in vips if v.claim is Claim.LOAD_BALANCER)
     if raw and lb_ips:
         try:
-            if not all(isinstance(r, str) for r in raw):
-                raise grammar.GrammarError("expected a list of CIDR strings")
-            sources = tuning.source_ranges(",".join(raw))
+            sources = tuning.canonical_ranges(grammar.api_cidr(r) for r in raw)
         except grammar.GrammarError as exc:
             findings.append(
                 warning(
@@ -773,11 +778,13 @@ def _service_port(raw: object, index: int, who: str, findings: list[Finding]) ->
     number = raw.get("port")
     if protocol in ("UDP", "SCTP"):
         reason = SkipReason.UDP_PORT if protocol == "UDP" else SkipReason.SCTP_PORT
+        # Skipped by design, nothing the user can fix: information, not a warning (--strict
+        # must pass on a real cluster, and every cluster has a UDP DNS port).
         findings.append(
-            warning(
+            info(
                 who,
                 f"{path}.protocol",
-                f"{protocol} port {shown(number)} skipped: HAProxy 2.6 balances TCP only",
+                f"{protocol} port {shown(number)} skipped: kube2haproxy serves TCP ports only",
                 reason,
             )
         )
@@ -809,7 +816,7 @@ def _service_port(raw: object, index: int, who: str, findings: list[Finding]) ->
     name = raw.get("name") or ""
     if name:
         try:
-            grammar.port_name(name)
+            grammar.dns_label(name)
         except grammar.GrammarError as exc:
             findings.append(
                 warning(
@@ -859,7 +866,7 @@ def _group_ports(
         protocol = raw.get("protocol") or "TCP"
         if name:
             try:
-                grammar.port_name(name)
+                grammar.dns_label(name)
             except grammar.GrammarError as exc:
                 findings.append(warning(who, f"{path}[{i}].name", f"{shown(name)}: {exc}; ignored"))
                 continue
@@ -899,7 +906,9 @@ def _endpoint_ip(
     special = grammar.special_ip(ip, version)
     if special is None or (special == "loopback" and settings.allow_loopback_endpoints):
         return ip
-    # The API server refuses these for endpoints; a manifest gets the same rule.
+    # The API server refuses these for endpoints (k/k ValidateNonSpecialIP, from
+    # validateEndpointAddress and the discovery validateEndpoints); a manifest gets the same
+    # rule, so no hand-made slice points the pool at itself or a metadata service.
     findings.append(
         warning(who, path.format(index), f"{ip} is {special}: not an endpoint; endpoint ignored")
     )

@@ -8,7 +8,7 @@ served.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -62,8 +62,13 @@ def source_ranges(value: str) -> tuple[str, ...]:
         raise grammar.GrammarError(
             f"expected 1-{MAX_SOURCE_RANGES} comma-separated CIDRs such as 10.0.0.0/8, fd00::/8"
         )
-    networks = {grammar.cidr(item) for item in items}
-    return tuple(str(n) for n in sorted(networks, key=lambda n: (n.version, n)))
+    return canonical_ranges(grammar.cidr(item) for item in items)
+
+
+def canonical_ranges(networks: Iterable[grammar.Network]) -> tuple[str, ...]:
+    """Networks as canonical CIDR texts, deduplicated and sorted (IPv4 first)."""
+    unique = set(networks)
+    return tuple(str(n) for n in sorted(unique, key=lambda n: (n.version, n)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,15 @@ def responders(ip: str, port: int, *, requests: int = 40) -> set[str]:
     return {get(ip, port) for _ in range(requests)}
 
 
+def routes(ip: str, port: int, *, requests: int = 5) -> set[str]:
+    """Who answers, or nothing while nothing listens or routes there (a predicate for
+    wait_for: it never raises for a connection that fails)."""
+    try:
+        return responders(ip, port, requests=requests)
+    except (OSError, http.client.HTTPException):
+        return set()
+
+
 def serves(ip: str, port: int, expected: set[str], *, rounds: int = 5) -> set[str]:
     """Who answers, sampled until every expected endpoint did: round robin is shared with any
     other client, and two clients alternating each see every other server. Stops at once at an

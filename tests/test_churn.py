@@ -24,7 +24,11 @@ from tests.test_serve import serving
 SETTINGS = Settings(
     translate=TranslateSettings(allow_loopback_endpoints=True),
     run=RunSettings(
-        debounce_ms=30, max_delay_ms=200, runtime_debounce_ms=5, retry_ms=300, drift_check_ms=0
+        debounce_ms=30,
+        max_delay_ms=200,
+        runtime_debounce_ms=5,
+        retry_interval_ms=300,
+        drift_check_interval_ms=0,
     ),
 )
 
@@ -204,7 +208,7 @@ def test_a_bad_runtime_reply_falls_back_to_a_reload(tmp_path, haproxy_bin, fleet
 def test_drift_is_found_and_corrected(tmp_path, haproxy_bin, fleet):
     vip = loopback_ip()
     port = free_port(vip)
-    settings = replace(SETTINGS, run=replace(SETTINGS.run, drift_check_ms=200))
+    settings = replace(SETTINGS, run=replace(SETTINGS.run, drift_check_interval_ms=200))
     with serving(tmp_path, haproxy_bin, settings) as (controller, source, supervisor):
         source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
         source.put(web_slice(fleet[0], fleet[1]))

@@ -20,7 +20,7 @@ import click
 import pytest
 import yaml
 
-from kube2haproxy import cli
+from kube2haproxy import cli, settings
 from kube2haproxy.errors import ExitCode
 from kube2haproxy.settings import option_specs
 from tests.builders import backend_servers, server_line
@@ -31,11 +31,11 @@ BUNDLED_TEMPLATES = Path(cli.__file__).resolve().parent / "templates"
 
 SUMMARY = (
     "kube2haproxy: 12 services, 15 frontends, 34 servers; skipped: external-name 1, headless 1, "
-    "other-proxy 1, udp-port 1; 2 warning(s)"
+    "other-proxy 1, udp-port 1; 1 warning(s)"
 )
-UDP_WARNING = (
-    "warning: Service kube-system/kube-dns: spec.ports[0].protocol: UDP port 53 skipped: "
-    "HAProxy 2.6 balances TCP only"
+UDP_INFO = (
+    "info: Service kube-system/kube-dns: spec.ports[0].protocol: UDP port 53 skipped: "
+    "kube2haproxy serves TCP ports only"
 )
 # `warning: Service <ns>/<name>: <field>: <message>`
 WARNING_LINE = re.compile(r"warning: Service [a-z0-9-]+/[a-z0-9-]+: [^\s:]+: \S.*")
@@ -170,14 +170,13 @@ def test_warnings_go_to_stderr_one_per_line(capsys: pytest.CaptureFixture[str]) 
     code, out, err = run(capsys, "render", "-f", EXAMPLES)
     assert code == 0
     warnings = lines(err, "warning:")
-    assert len(warnings) == 2
+    assert len(warnings) == 1
     assert all(WARNING_LINE.fullmatch(w) for w in warnings), warnings
     assert warnings[0].startswith("warning: Service batch/queue: metadata.annotations[")
     assert "kube2haproxy.io/timeout-server" in warnings[0]
     assert "invalid value '5 minutes'" in warnings[0]
-    assert warnings[1] == UDP_WARNING
     assert "warning" not in out
-    assert lines(err, "info:") == []
+    assert lines(err, "info:") == []  # the UDP DNS port is skipped by design: -v shows it
     assert err.splitlines() == [*warnings, SUMMARY]
 
 
@@ -187,11 +186,13 @@ def test_verbose_adds_info_lines(capsys: pytest.CaptureFixture[str]) -> None:
     infos = lines(err, "info:")
     assert [line.split(":")[1].strip() for line in infos] == [
         "Service batch/reports",
+        "Service kube-system/kube-dns",
         "Service shop/payments",
         "Service shop/postgres",
     ]
     assert "info: Service shop/postgres: spec.clusterIP: headless" in err
-    assert len(lines(err, "warning:")) == 2
+    assert UDP_INFO in infos
+    assert len(lines(err, "warning:")) == 1
     assert err.splitlines()[-1] == SUMMARY
 
 
@@ -201,7 +202,7 @@ def test_quiet_suppresses_the_summary_only(capsys: pytest.CaptureFixture[str]) -
     assert "frontend" in out
     assert "kube2haproxy:" not in err
     assert err.splitlines() == lines(err, "warning:")
-    assert len(err.splitlines()) == 2
+    assert len(err.splitlines()) == 1
 
 
 def test_clean_input_quiet_prints_nothing_on_stderr(
@@ -295,8 +296,8 @@ def test_strict_with_warnings_exits_4_and_writes_nothing(
     assert out == ""
     assert output.read_text() == "previous\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["haproxy.cfg"]
-    assert len(lines(err, "warning:")) == 2
-    assert err.splitlines()[-1] == "error: --strict: 2 warning(s); nothing written"
+    assert len(lines(err, "warning:")) == 1
+    assert err.splitlines()[-1] == "error: --strict: 1 warning(s); nothing written"
     # Without -o nothing reaches standard output either.
     code, out, _ = run(capsys, "render", "-f", EXAMPLES, "--strict")
     assert (code, out) == (4, "")
@@ -382,11 +383,19 @@ def test_failed_check_exits_6_and_leaves_the_output_untouched(
         before.st_mtime_ns,
         0o640,
     )
-    assert [p.name for p in out_dir.iterdir()] == ["haproxy.cfg"]
-    assert "error: haproxy -c rejected the config (exit 1)" in err
+    # The refused config is kept beside the output, and HAProxy's report names it and its
+    # lines (not a temporary file that is gone).
+    rejected = out_dir / "haproxy.cfg.rejected"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["haproxy.cfg", "haproxy.cfg.rejected"]
+    assert (
+        f"error: haproxy -c rejected the config (exit 1); the config is kept in {rejected}" in err
+    )
     alerts = lines(err, "[ALERT]")
     assert alerts
-    assert any("unknown keyword 'frobnicate-harder'" in a for a in alerts)
+    alert = next(a for a in alerts if "unknown keyword 'frobnicate-harder'" in a)
+    line = int(alert.split(f"[{rejected}:", 1)[1].split("]", 1)[0])
+    assert "frobnicate-harder" in rejected.read_text().splitlines()[line - 1]
+    assert ".tmp" not in err
     assert "haproxy -c: valid" not in err
 
 
@@ -511,14 +520,27 @@ def test_diff_exit_code_1_when_configs_differ(
     assert output.read_text() == rendered
 
 
-def test_diff_against_a_missing_file_exits_3(
+def test_diff_against_a_missing_file_diffs_against_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rendered: str
+) -> None:
+    """A first deploy: there is no config yet, so everything is new."""
+    missing = tmp_path / "missing.cfg"
+    code, out, _ = run(capsys, "render", "-f", CLUSTER, "--diff-against", missing, "--exit-code")
+    assert code == ExitCode.DIFFERENCES
+    assert out.startswith(f"--- {missing}\n+++ rendered\n@@ -0,0 +1,")
+    added = [line[1:] for line in out.splitlines()[3:]]
+    assert added == rendered.splitlines()
+
+
+def test_diff_against_an_unreadable_file_exits_3(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    missing = tmp_path / "missing.cfg"
-    code, out, err = run(capsys, "render", "-f", CLUSTER, "--diff-against", missing)
+    garbled = tmp_path / "garbled.cfg"
+    garbled.write_bytes(b"global\n\xff\xfe\n")
+    code, out, err = run(capsys, "render", "-f", CLUSTER, "--diff-against", garbled)
     assert code == 3
     assert out == ""
-    assert f"error: --diff-against {missing}: cannot read" in err
+    assert f"error: --diff-against {garbled}: cannot read" in err
 
 
 # --- standard input ---------------------------------------------------------------------------
@@ -681,7 +703,7 @@ def test_console_script_reads_stdin_and_checks(rendered: str) -> None:
     [
         (("render", "-f", CLUSTER, "--timeout-connect", "5parsecs"), 2, "--timeout-connect"),
         (("render", "-f", "/nonexistent/cluster.yaml"), 3, "no such file or directory"),
-        (("render", "-f", CLUSTER, "--strict"), 4, "--strict: 2 warning(s)"),
+        (("render", "-f", CLUSTER, "--strict"), 4, "--strict: 1 warning(s)"),
         (("render", "-f", CLUSTER, "--check", "--haproxy-bin", "/nonexistent"), 7, "not found"),
     ],
 )
@@ -721,12 +743,71 @@ def test_diff_against_a_file_without_final_newline_is_a_valid_patch(
 
 
 def test_a_duration_setting_that_may_be_zero_accepts_zero() -> None:
-    """--drift-check 0 disables drift checks; --timeout-connect 0 is refused (tested above)."""
-    context = cli.run.make_context("run", ["--drift-check", "0", "--debounce", "50ms"])
+    """--drift-check-interval 0 disables drift checks; --debounce 0 is refused."""
+    context = cli.run.make_context("run", ["--drift-check-interval", "0", "--debounce", "50ms"])
     config = cli.settings_from(context.params)
-    assert (config.run.drift_check_ms, config.run.debounce_ms) == (0, 50)
+    assert (config.run.drift_check_interval_ms, config.run.debounce_ms) == (0, 50)
     with pytest.raises(click.BadParameter):
         cli.run.make_context("run", ["--debounce", "0"])
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        # kubectl's spellings
+        (
+            ["-n", "shop", "-l", "tier=front"],
+            {},
+            {"namespace": "shop", "label_selector": "tier=front"},
+        ),
+        (["--selector", "a=b"], {}, {"label_selector": "a=b"}),
+        # kube-proxy's: one address serves the probes and the metrics
+        (["--healthz-bind-address", "0.0.0.0:10256"], {}, {"listen": "0.0.0.0:10256"}),
+        (["--metrics-bind-address", "127.0.0.1:10249"], {}, {"listen": "127.0.0.1:10249"}),
+        # former names, kept for a release, flags and variables alike
+        (["--config", "/etc/x.cfg"], {}, {"haproxy_config": "/etc/x.cfg"}),
+        (["--label-selector", "a=b"], {}, {"label_selector": "a=b"}),
+        (
+            ["--retry", "2s", "--drift-check", "5s"],
+            {},
+            {"retry_interval_ms": 2000, "drift_check_interval_ms": 5000},
+        ),
+        ([], {"KUBE2HAPROXY_CONFIG": "/etc/y.cfg"}, {"haproxy_config": "/etc/y.cfg"}),
+        ([], {"KUBE2HAPROXY_RETRY": "3s"}, {"retry_interval_ms": 3000}),
+        ([], {"KUBE2HAPROXY_SELECTOR": "c=d"}, {"label_selector": "c=d"}),
+    ],
+)
+def test_flag_spellings_users_of_kubectl_and_kube_proxy_expect(
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    expected: dict[str, object],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    context = cli.run.make_context("run", args)
+    config = cli.settings_from(context.params)
+    fields = {
+        name: getattr(section, name)
+        for section in (config.kube, config.run)
+        for name in expected
+        if hasattr(section, name)
+    }
+    assert fields == expected
+
+
+def test_run_reads_manifests_with_f_like_render(tmp_path: Path) -> None:
+    context = cli.run.make_context("run", ["-f", str(CLUSTER), "--filename", str(EXAMPLES)])
+    assert context.params["manifests"] == (str(CLUSTER), str(EXAMPLES))
+    context = cli.run.make_context("run", ["--manifests", str(CLUSTER)])
+    assert context.params["manifests"] == (str(CLUSTER),)
+
+
+def test_path_options_show_as_path_in_help() -> None:
+    text = cli.run.get_help(cli.run.make_context("run", []))
+    for spec in settings.option_specs():
+        if spec.kind is settings.ValueKind.PATH:
+            assert re.search(rf"{re.escape(spec.flag)}(, -[-a-z]+)* PATH\b", text), spec.flag
 
 
 # --- the per-port layout: a config and the map files it refers to -------------------------------

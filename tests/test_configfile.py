@@ -271,11 +271,11 @@ def test_check_text_valid_and_invalid(tmp_path: Path) -> None:
         configfile.check_text(INVALID, binary="haproxy", timeout_s=30)
     output = caught.value.output
     assert "unknown keyword 'frobnicate'" in output
-    # HAProxy names the temporary file it checked; it is gone afterwards.
-    checked = output.split("parsing [", 1)[1].split(":", 1)[0]
-    assert checked.endswith("haproxy.cfg")
-    assert not Path(checked).exists()
-    assert not Path(checked).parent.exists()
+    # HAProxy's report names the rendered text and its lines, not the temporary file it
+    # checked (gone afterwards, and a path the user never saw).
+    line = int(output.split("parsing [<rendered>:", 1)[1].split("]", 1)[0])
+    assert "frobnicate" in INVALID.splitlines()[line - 1]
+    assert "kube2haproxy-" not in output
 
 
 def test_writer_lands_the_newest_text_and_flush_waits_for_it(tmp_path: Path) -> None:
@@ -286,3 +286,24 @@ def test_writer_lands_the_newest_text_and_flush_waits_for_it(tmp_path: Path) -> 
     writer.flush()
     assert path.read_text() == "version 199\n" * 1000
     assert [p.name for p in tmp_path.iterdir()] == ["haproxy.cfg"]
+
+
+def test_a_staged_config_that_fails_the_check_is_kept_as_rejected(tmp_path: Path) -> None:
+    destination = tmp_path / "haproxy.cfg"
+    destination.write_text("# the last good config\n")
+    staged = configfile.Staged(destination, INVALID)
+    with pytest.raises(CheckError) as caught:
+        staged.check(binary="haproxy", timeout_s=30)
+    rejected = tmp_path / "haproxy.cfg.rejected"
+    assert str(caught.value).endswith(f"; the config is kept in {rejected}")
+    assert rejected.read_text() == INVALID
+    assert destination.read_text() == "# the last good config\n"
+    assert f"parsing [{rejected}:" in caught.value.output
+    assert ".tmp" not in caught.value.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["haproxy.cfg", "haproxy.cfg.rejected"]
+    # The next refused config replaces it.
+    with pytest.raises(CheckError):
+        configfile.Staged(destination, INVALID + "    more-junk\n").check(
+            binary="haproxy", timeout_s=30
+        )
+    assert rejected.read_text().endswith("more-junk\n")

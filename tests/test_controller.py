@@ -22,7 +22,7 @@ from kube2haproxy.settings import RunSettings, Settings
 from tests.builders import ScriptedSource, backend_servers, endpoint_slice, service
 from tests.live import wait_for
 
-FAST = Settings(run=RunSettings(debounce_ms=50, max_delay_ms=300, retry_ms=200))
+FAST = Settings(run=RunSettings(debounce_ms=50, max_delay_ms=300, retry_interval_ms=200))
 
 
 class FlakyApplier(RecordingApplier):

@@ -34,8 +34,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from kube2haproxy import cli, settings
-from kube2haproxy.haproxy import HAProxyUnavailable, MasterCLI, RuntimeAPI
-from kube2haproxy.probes import ProbeServer, parse_listen
+from kube2haproxy.errors import HAProxyUnavailable
+from kube2haproxy.haproxy import MasterCLI, RuntimeAPI
+from kube2haproxy.probes import ProbeServer
+from kube2haproxy.settings import parse_listen
 from tests.live import wait_for
 
 Obj = dict[str, Any]
@@ -686,31 +688,46 @@ def test_keepalived_container_reloads_keepalived_when_the_file_changes(
     bin_dir.mkdir()
     (bin_dir / "keepalived").write_text(FAKE_KEEPALIVED)
     (bin_dir / "keepalived").chmod(0o755)
+    # The script compares checksums once a second: a stand-in cksum counts its looks, so the
+    # test waits for the script to have looked instead of for time.
+    cksum = shutil.which("cksum")
+    assert cksum is not None
+    (bin_dir / "cksum").write_text(
+        f'#!/bin/sh\necho look >> "$FAKE_DIR/looks"\nexec {cksum} "$@"\n'
+    )
+    (bin_dir / "cksum").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path)}
-    args, signals = tmp_path / "args", tmp_path / "signals"
+    args, signals, looks = tmp_path / "args", tmp_path / "signals", tmp_path / "looks"
 
     def received() -> list[str]:
         return signals.read_text().split() if signals.exists() else []
+
+    def looked() -> int:
+        return len(looks.read_text().split()) if looks.exists() else 0
+
+    def write(text: str) -> None:
+        replacement = tmp_path / "next.conf"  # as the controller writes: a rename
+        replacement.write_text(text)
+        replacement.rename(conf)
 
     process = subprocess.Popen(["sh", "-c", script], env=env)
     try:
         time.sleep(1.5)
         assert not args.exists(), "keepalived must wait for the controller's file"
-        conf.write_text("vrrp_instance one {}\n")
+        write("vrrp_instance one {}\n")
         wait_for(args.exists, what="keepalived started")
         words = args.read_text().split()
         assert option(words, "--use-file") == str(conf)
         assert option(words, "--pid").startswith(f"{run_dir}/")
 
-        replacement = tmp_path / "next.conf"  # as the controller writes: a rename
-        replacement.write_text("vrrp_instance two {}\n")
-        replacement.rename(conf)
+        write("vrrp_instance two {}\n")
         wait_for(lambda: received() == ["HUP"], what="a reload")
-        conf.write_text("vrrp_instance two {}\n")  # the same content: no reload
-        time.sleep(2.5)
+        write("vrrp_instance two {}\n")  # the same content: no reload
+        seen = looked()
+        wait_for(lambda: looked() >= seen + 2, timeout=20, what="the script looking again")
         assert received() == ["HUP"]
-        conf.write_text("vrrp_instance three {}\n")
-        wait_for(lambda: received() == ["HUP", "HUP"], what="a second reload")
+        write("vrrp_instance three {}\n")
+        wait_for(lambda: received() == ["HUP", "HUP"], timeout=20, what="a second reload")
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0

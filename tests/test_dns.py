@@ -9,6 +9,7 @@ from pathlib import Path
 import dns.rdatatype
 import dns.zone
 import pytest
+import yaml
 
 from kube2haproxy import cli, vips
 from kube2haproxy import dns as records_mod
@@ -191,7 +192,39 @@ def test_dns_command_prints_a_zone(capsys):
     assert zone.get_rdataset("cluster.local.", "SOA")[0].serial == 7
     assert rrset(zone, "api.shop.svc.cluster.local.", "A") == {"10.96.12.41"}
     assert zone.get_rdataset("api.shop.svc.cluster.local.", "A").ttl == 60
-    assert "kube-system/kube-dns" in err  # the example's findings are still reported
+    # The example's one warning is about a timeout annotation: nothing DNS publishes.
+    assert err == ""
+
+
+def test_dns_command_prints_only_what_concerns_the_records(capsys, tmp_path):
+    long_port = "p" * 63  # a DNS label, but `_<port>` is one character too long for one
+    objects = [
+        service(
+            "a" * 63,
+            "n" * 63,
+            cluster_ips=["10.96.0.5"],
+            ports=[(long_port, 80), ("web", 81)],
+            annotations={"kube2haproxy.io/timeout-server": "soon"},
+        ),
+        service("lost", "shop", cluster_ips=["bogus"]),
+        endpoint_slice("lost", "shop", endpoints=["127.0.0.1"]),
+    ]
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all(objects))
+    assert cli.main(["dns", "-f", str(path), "--serial", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "warning: Service shop/lost: spec.clusterIPs[0]: 'bogus': expected an IPv4 or IPv6 "
+        "address; address ignored",
+        "warning: Service shop/lost: spec.clusterIPs: no usable VIP; service skipped",
+        f"warning: Service {'n' * 63}/{'a' * 63}: port {long_port}: no SRV record: "
+        f"_{long_port}._tcp.{'a' * 63}.{'n' * 63}.svc.cluster.local is longer than DNS allows "
+        "(63 characters a label, 253 a name)",
+    ]
+    zone = parse_zone(out)
+    fqdn = f"{'a' * 63}.{'n' * 63}.svc.cluster.local."
+    assert rrset(zone, fqdn, "A") == {"10.96.0.5"}
+    assert rrset(zone, f"_web._tcp.{fqdn}", "SRV") == {f"0 100 81 {fqdn}"}
 
 
 def test_dns_command_prints_a_hosts_file_in_pool_mode(capsys):

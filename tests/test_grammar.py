@@ -46,25 +46,27 @@ def test_dns_label(value, ok):
 @pytest.mark.parametrize(
     ("value", "ok"),
     [
+        # Service, EndpointSlice and Endpoints port names are DNS-1123 labels
+        # (k/k validateServicePort, discovery validatePorts, validateEndpointPort), not the
+        # 15-character IANA names of container ports.
         ("http", ACCEPT),
-        ("grpc-web", ACCEPT),
-        ("h2", ACCEPT),
-        ("x" * 15, ACCEPT),
-        ("x" * 16, REJECT),
-        ("8080", REJECT),
-        ("a--b", REJECT),
+        ("80-8080", ACCEPT),  # `kubectl create service clusterip web --tcp=80:8080`
+        ("8080", ACCEPT),  # all digits: a DNS-1123 label
+        ("a--b", ACCEPT),
+        ("x" * 63, ACCEPT),
+        ("x" * 64, REJECT),
         ("-a", REJECT),
         ("Http", REJECT),
         ("http\n", REJECT),
         ("", REJECT),
     ],
 )
-def test_port_name(value, ok):
+def test_port_names_are_dns_labels(value, ok):
     if ok:
-        assert grammar.port_name(value) == value
+        assert grammar.dns_label(value) == value
     else:
         with pytest.raises(GrammarError):
-            grammar.port_name(value)
+            grammar.dns_label(value)
 
 
 @pytest.mark.parametrize(
@@ -128,18 +130,24 @@ def test_duration(value, ms):
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
+        # Kubernetes IP fields: k/k IsValidIPForLegacyField (ParseIPSloppy), canonicalized.
         ("10.0.0.1", ("10.0.0.1", 4)),
         ("fd00::1", ("fd00::1", 6)),
         ("FD00:0::0001", ("fd00::1", 6)),
-        ("::ffff:10.0.0.1", None),
-        ("::ffff:127.0.0.1", None),
-        ("::ffff:0.0.0.0", None),
-        ("::ffff:7f00:1", None),
+        ("10.0.0.01", ("10.0.0.1", 4)),  # leading zeros are decimal, as in Go 1.16's ParseIP
+        ("010.000.000.001", ("10.0.0.1", 4)),
+        ("::ffff:10.0.0.1", ("10.0.0.1", 4)),  # IPv4-mapped: the IPv4 address (To4)
+        ("::ffff:127.0.0.1", ("127.0.0.1", 4)),
+        ("::ffff:0.0.0.0", ("0.0.0.0", 4)),
+        ("::ffff:7f00:1", ("127.0.0.1", 4)),
+        ("::ffff:010.1.2.3", ("10.1.2.3", 4)),
         ("64:ff9b::a00:1", ("64:ff9b::a00:1", 6)),
-        ("10.0.0.01", None),
+        ("10.0.0.256", None),
+        ("10.0.0.0256", None),
         ("10.0.0", None),
+        ("1.2.3.4.5", None),
         ("10.0.0.1 ", None),
-        ("fe80::1%eth0", None),
+        ("fe80::1%eth0", None),  # zones: refused in every release
         ("fe80::1%0", None),
         ("[fd00::1]", None),
         ("10.0.0.1/32", None),
@@ -154,6 +162,67 @@ def test_ip_text(value, expected):
             grammar.ip_text(value)
     else:
         assert grammar.ip_text(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # Our own inputs keep the strict form.
+        ("10.0.0.1", "10.0.0.1"),
+        ("10.0.0.01", None),
+        ("::ffff:10.0.0.1", None),
+        ("fe80::1%eth0", None),
+    ],
+)
+def test_ip_literal_is_strict(value, expected):
+    if expected is None:
+        with pytest.raises(GrammarError):
+            grammar.ip_literal(value)
+    else:
+        assert str(grammar.ip_literal(value)) == expected
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        # k/k ValidateNonSpecialIP: unspecified, loopback, link-local unicast, link-local
+        # multicast. Other multicast and broadcast pass, as they do at the API server.
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("127.0.0.1", "loopback"),
+        ("127.255.0.9", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.5", "link-local multicast"),
+        ("ff02::1", "link-local multicast"),
+        ("ff12::1", "link-local multicast"),
+        ("224.0.1.1", None),
+        ("239.1.2.3", None),
+        ("ff05::1", None),
+        ("255.255.255.255", None),
+        ("10.0.0.1", None),
+        ("fd00::1", None),
+    ],
+)
+def test_special_ip_follows_the_api_server(ip, expected):
+    assert grammar.special_ip(ip, 6 if ":" in ip else 4) == expected
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("239.1.2.3", "multicast"),
+        ("ff05::1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+        ("127.0.0.1", None),
+        ("10.0.0.1", None),
+    ],
+)
+def test_unlistenable_ip(ip, expected):
+    assert grammar.unlistenable_ip(ip, 6 if ":" in ip else 4) == expected
 
 
 @given(st.integers(min_value=0, max_value=2**32 - 1))
@@ -181,6 +250,50 @@ def test_cidr(value, expected):
             grammar.cidr(value)
     else:
         assert str(grammar.cidr(value)) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # spec.loadBalancerSourceRanges: k/k ValidateService trims spaces, then
+        # IsValidCIDRForLegacyField (ParseCIDRSloppy): prefix required, host bits and leading
+        # zeros accepted.
+        ("10.0.0.0/8", "10.0.0.0/8"),
+        ("10.1.2.3/8", "10.0.0.0/8"),
+        (" 10.0.0.0/8 ", "10.0.0.0/8"),
+        ("010.0.0.0/08", "10.0.0.0/8"),
+        ("fd00::/8", "fd00::/8"),
+        ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+        ("10.1.2.3", None),
+        ("10.0.0.0/33", None),
+        ("10.0.0.0/-1", None),
+        ("10.0.0.0/8/8", None),
+        ("any", None),
+        (8, None),
+    ],
+)
+def test_api_cidr(value, expected):
+    if expected is None:
+        with pytest.raises(GrammarError):
+            grammar.api_cidr(value)
+    else:
+        assert str(grammar.api_cidr(value)) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # metav1.Time as the API writes it; fractions are cut as the API stores them.
+        ("2024-01-02T03:04:05Z", "2024-01-02T03:04:05Z"),
+        ("2024-01-02T03:04:05.123Z", "2024-01-02T03:04:05Z"),
+        ("2024-01-02T05:04:05+02:00", None),  # manifests bring offsets to UTC as they load
+        ("2024-01-02", None),
+        ("yesterday", None),
+        (None, None),
+    ],
+)
+def test_timestamp(value, expected):
+    assert grammar.timestamp(value) == expected
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ on disk is always a config HAProxy accepted."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import textwrap
@@ -13,16 +14,15 @@ from pathlib import Path
 import pytest
 
 from kube2haproxy.applier import HAProxyApplier
-from kube2haproxy.errors import CheckError, EnvironmentProblem
+from kube2haproxy.errors import CheckError, ConfigRefused, EnvironmentProblem, HAProxyUnavailable
 from kube2haproxy.haproxy import (
-    HAProxyUnavailable,
     MasterCLI,
-    ReloadError,
     Supervisor,
+    output_level,
     parse_processes,
     unix_command,
 )
-from tests.live import Backend, applier_for, free_port, get, loopback_ip, wait_for
+from tests.live import Backend, applier_for, free_port, get, loopback_ip, routes, wait_for
 from tests.live import haproxy_config as config
 
 SHOW_PROC = textwrap.dedent("""\
@@ -109,7 +109,7 @@ def test_a_refused_reload_is_reported_and_the_old_worker_serves_on(world, superv
     sup.start(ready_timeout_s=10)
     # Passes `haproxy -c`, but cannot start: the address belongs to no interface.
     cfg.write_text(config(tmp, vip, port, [a], extra="frontend x\n    bind 192.0.2.1:1\n"))
-    with pytest.raises(ReloadError, match="refused the new config"):
+    with pytest.raises(ConfigRefused, match="refused the new config"):
         sup.master.reload(timeout_s=10)
     assert get(vip, port) == "a"
 
@@ -125,23 +125,17 @@ def test_a_crashed_haproxy_is_restarted(world, supervisor):
     first = sup.pid
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: sup.pid != first and sup.master.alive(), what="a restarted haproxy")
-    wait_for(lambda: _answers(vip, port), what="traffic after the restart")
+    wait_for(lambda: routes(vip, port, requests=1) == {"a"}, what="traffic after the restart")
     assert exits == [-signal.SIGKILL] and sup.restarts == 1
-
-
-def _answers(vip: str, port: int) -> bool:
-    try:
-        return get(vip, port) == "a"
-    except OSError:
-        return False
 
 
 def test_start_failure_reports_haproxy_output(world, supervisor):
     tmp, vip, port, (a, _, _) = world
     cfg = tmp / "haproxy.cfg"
     cfg.write_text(config(tmp, vip, port, [a]) + "frontend x\n    bind 192.0.2.1:1\n")
-    with pytest.raises(EnvironmentProblem, match="cannot bind socket"):
+    with pytest.raises(ConfigRefused, match="exited with code 1 while starting") as caught:
         supervisor(cfg).start(ready_timeout_s=10)
+    assert "cannot bind socket" in caught.value.output
 
 
 def test_applier_never_leaves_a_refused_config_on_disk(world, supervisor, haproxy_bin):
@@ -158,7 +152,7 @@ def test_applier_never_leaves_a_refused_config_on_disk(world, supervisor, haprox
     assert cfg.read_text() == good
     assert not [p for p in tmp.iterdir() if p.name.endswith(".tmp")]
 
-    with pytest.raises(ReloadError):
+    with pytest.raises(ConfigRefused):
         applier.apply(good + "frontend x\n    bind 192.0.2.1:1\n")
     assert cfg.read_text() == good  # restored: a restart would load what works
     assert get(vip, port) == "a"
@@ -274,8 +268,10 @@ def test_a_config_that_cannot_start_leaves_nothing_behind(world, supervisor, hap
     sup = supervisor(cfg)
     applier = applier_for(sup, binary=haproxy_bin, reload_timeout_s=10)
     unbindable = config(tmp, vip, port, [a]) + "frontend x\n    bind 192.0.2.1:1\n"
-    with pytest.raises(EnvironmentProblem, match="cannot bind socket"):
+    with pytest.raises(ConfigRefused, match=r"haproxy\.cfg\.rejected") as caught:
         applier.apply(unbindable)
+    assert "cannot bind socket" in caught.value.output
+    assert (tmp / "haproxy.cfg.rejected").read_text() == unbindable  # kept for the operator
     time.sleep(1.5)  # no restart loop on a config that cannot start
     assert not sup.running and [p for p in _haproxy_masters() if str(tmp) in p[1]] == []
     assert not cfg.exists()  # nothing HAProxy refused stays on disk
@@ -297,3 +293,44 @@ def _haproxy_masters() -> list[tuple[int, str]]:
         if " -W " in argv and "haproxy" in argv.split(" ", 1)[0] and stat[0] != "Z":
             found[int(proc.name)] = (int(stat[1]), argv)
     return [(pid, argv) for pid, (parent, argv) in found.items() if parent not in found]
+
+
+@pytest.mark.parametrize(
+    ("line", "level"),
+    [
+        # What HAProxy 2.6.12 printed for the runtime commands we send and a normal stop.
+        (
+            "[WARNING]  (24545) : Server b/s1 is going DOWN for maintenance. 0 active and 0 "
+            "backup servers left. 0 sessions active, 0 requeued, 0 remaining in queue.",
+            logging.INFO,
+        ),
+        (
+            "[WARNING]  (24545) : Server b/s2 is UP/READY (leaving forced maintenance).",
+            logging.INFO,
+        ),
+        (
+            "[WARNING]  (24545) : Server b/s1 is UP/DRAIN (leaving forced maintenance).",
+            logging.INFO,
+        ),
+        ("[WARNING]  (24545) : Server b/s1 remains in forced drain mode.", logging.INFO),
+        ("[WARNING]  (24545) : Server b/s1 is UP (leaving forced drain).", logging.INFO),
+        ("[WARNING]  (24542) : Exiting Master process...", logging.INFO),
+        ("[WARNING]  (24542) : Current worker (24545) exited with code 0 (Exit)", logging.INFO),
+        ("[WARNING]  (24542) : All workers exited. Exiting... (0)", logging.INFO),
+        ("[NOTICE]   (24542) : Loading success.", logging.INFO),
+        ("[WARNING]  (24545) : Proxy f stopped (cumulated conns: FE: 0, BE: 0).", logging.DEBUG),
+        # What is worth a look stays where it was.
+        ("[ALERT]    (24545) : backend 'b' has no server available!", logging.ERROR),
+        (
+            "[WARNING]  (24545) : Server b/s1 is DOWN, reason: Layer4 connection problem, info: "
+            '"Connection refused", check duration: 0ms.',
+            logging.WARNING,
+        ),
+        (
+            "[WARNING]  (24542) : Current worker (24545) exited with code 139 (Segmentation fault)",
+            logging.WARNING,
+        ),
+    ],
+)
+def test_haproxy_output_levels(line, level):
+    assert output_level(line) == level

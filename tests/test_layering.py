@@ -33,8 +33,10 @@ EDGE = {
     "configfile",
     "controller",
     "haproxy",
+    "health",
     "heap",
     "kube",
+    "lock",
     "logs",
     "manifests",
     "metrics",
@@ -42,6 +44,7 @@ EDGE = {
     "publish",
     "render",
     "runner",
+    "sockets",
 }
 
 # No I/O, no clock, no processes, no threads, no randomness, no logging in the core.

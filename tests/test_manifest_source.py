@@ -4,7 +4,10 @@ deletions, and a file that stops parsing keeping its last good content."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import queue
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +17,8 @@ from kube2haproxy.manifests import ManifestSource
 from kube2haproxy.resources import Key, Kind
 from kube2haproxy.store import Event
 from tests.builders import endpoint_slice, service
+from tests.live import wait_for
+from tests.test_manifests import alias_bomb
 
 
 def dump(path: Path, *objects: dict) -> None:
@@ -83,3 +88,105 @@ def test_a_broken_file_at_start_is_skipped_until_it_parses(tmp_path):
     finally:
         source.stop()
     assert source._emitted == {(Kind.SERVICE, Key("default", "web")): service("web")}
+
+
+def test_reading_the_files_is_not_a_change(tmp_path):
+    """watchdog reports files opened and closed unwritten; the source's own reads are such
+    events, so counting them re-read every file forever."""
+    path = tmp_path / "cluster.yaml"
+    dump(path, service("web"), endpoint_slice("web", endpoints=["10.1.0.1"]))
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    source = ManifestSource([str(tmp_path)], debounce_s=0.05, max_delay_s=0.5)
+    source.start(events.put)
+    try:
+        assert len(drain(events, until=3)) == 3
+        assert (source.parses, source.syncs) == (1, 1)
+        for _ in range(20):  # another program reading the file
+            path.read_bytes()
+            time.sleep(0.02)
+        assert drain(events, wait=0.5, until=0) == []
+        assert (source.parses, source.syncs) == (1, 1)
+
+        dump(path, service("web"), endpoint_slice("web", endpoints=["10.1.0.2"]))
+        assert drain(events) == [("MODIFIED", "EndpointSlice", "default/web-abc12")]
+        assert drain(events, wait=0.5, until=0) == []  # its own read of the edit is no edit
+        assert (source.parses, source.syncs) == (2, 2)
+
+        path.touch()  # a new mtime, the same bytes: looked at, not parsed
+        os.utime(path)
+        assert drain(events, wait=0.5, until=0) == []
+        assert source.parses == 2
+    finally:
+        source.stop()
+
+
+def test_a_broken_file_is_reported_once_per_content(tmp_path, caplog):
+    path = tmp_path / "cluster.yaml"
+    dump(path, service("web"))
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    source = ManifestSource([str(tmp_path)], debounce_s=0.05, max_delay_s=0.5)
+    caplog.set_level(logging.WARNING, logger="kube2haproxy.manifests")
+    source.start(events.put)
+
+    def reports() -> int:
+        return sum("invalid YAML" in r.getMessage() for r in caplog.records)
+
+    try:
+        assert len(drain(events, until=2)) == 2
+        path.write_text("kind: Service\nmetadata: {name: web\n")
+        wait_for(lambda: reports() == 1, what="the broken file reported")
+        for _ in range(10):  # reads, touches: the same broken content
+            path.read_bytes()
+            os.utime(path)
+            time.sleep(0.03)
+        assert drain(events, wait=0.5, until=0) == []
+        assert reports() == 1
+        path.write_text("kind: Service\nmetadata: {name: [web\n")  # broken otherwise
+        wait_for(lambda: reports() == 2, what="the new content reported")
+        assert "keeping its last good content" in caplog.records[-1].getMessage()
+    finally:
+        source.stop()
+
+
+def test_a_file_rewritten_without_pause_is_followed_within_the_maximum_delay(tmp_path):
+    """The debounce waits for a quiet moment, but never longer than max_delay_s: a file
+    rewritten every 100 ms must not hold its changes back until the writes stop."""
+    path = tmp_path / "cluster.yaml"
+    dump(path, service("web"), endpoint_slice("web", endpoints=["10.1.0.1"]))
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    source = ManifestSource([str(tmp_path)], debounce_s=0.2, max_delay_s=0.5)
+    source.start(events.put)
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        n = 2
+        while not stop.wait(0.1):  # shorter than the debounce: never quiet
+            dump(path, service("web"), endpoint_slice("web", endpoints=[f"10.1.0.{n}"]))
+            n = n % 250 + 2
+
+    writer = threading.Thread(target=rewrite, daemon=True)
+    try:
+        assert len(drain(events, until=3)) == 3
+        writer.start()
+        first = events.get(timeout=10)
+        still_writing = writer.is_alive()
+        assert (first.type.value, str(first.key)) == ("MODIFIED", "default/web-abc12")
+        assert still_writing  # arrived while the writes went on
+    finally:
+        stop.set()
+        writer.join(timeout=5)
+        source.stop()
+
+
+def test_an_alias_bomb_among_the_files_is_refused_and_the_rest_served(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="kube2haproxy.manifests")
+    dump(tmp_path / "web.yaml", service("web"))
+    (tmp_path / "bomb.yaml").write_text(alias_bomb())
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    source = ManifestSource([str(tmp_path)], debounce_s=0.05)
+    source.start(events.put)
+    try:
+        assert drain(events, until=2) == [("ADDED", "Service", "default/web"), ("SYNCED", "", "")]
+        assert any("bomb.yaml:1:1: YAML aliases refused" in r.getMessage() for r in caplog.records)
+    finally:
+        source.stop()

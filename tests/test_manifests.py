@@ -486,3 +486,74 @@ def test_missing_namespace_defaults_to_default(tmp_path: Path) -> None:
     # The second, explicit "default" is the same object as the first, implicit one.
     assert keys(loaded) == {svc("default", "web")}
     assert "also defined in" in loaded.findings[0].message
+
+
+# --- YAML aliases ----------------------------------------------------------------------------
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """About 1 KB of nested anchors that stands for width**levels nodes."""
+    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]"]
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_naming_the_file_before_it_is_expanded(tmp_path: Path) -> None:
+    bomb = write(tmp_path / "bomb.yaml", alias_bomb())
+    assert len(bomb.read_bytes()) < 1_100
+    with pytest.raises(InputError) as caught:
+        manifests.load([str(bomb)])
+    message = str(caught.value)
+    assert message.startswith(f"{bomb}:1:1: YAML aliases refused: aliases expand the document")
+    assert f"at most {manifests.MAX_ALIAS_EXPANSION:,}" in message
+
+
+def test_too_many_aliases_are_refused() -> None:
+    text = "base: &b {x: 1}\nitems:\n" + "".join(
+        "  - *b\n" for _ in range(manifests.MAX_ALIASES + 1)
+    )
+    with pytest.raises(InputError, match=f"more than {manifests.MAX_ALIASES:,} aliases"):
+        manifests.parse_text(text, origin="many.yaml")
+
+
+def test_a_recursive_alias_is_refused() -> None:
+    with pytest.raises(InputError, match=r"many\.yaml:1:4: .*refers to a node that contains it"):
+        manifests.parse_text("a: &a [1, *a]\n", origin="many.yaml")
+
+
+def test_a_few_aliases_within_the_limits_are_expanded() -> None:
+    text = textwrap.dedent(
+        """\
+        labels: &labels {app: web, tier: front}
+        a: {metadata: {labels: *labels}}
+        b: {metadata: {labels: *labels}}
+        """
+    )
+    doc = manifests.parse_text(text, origin="ok.yaml")[0]
+    assert isinstance(doc, dict)
+    assert doc["a"] == doc["b"] == {"metadata": {"labels": {"app": "web", "tier": "front"}}}
+    # The largest expansion allowed: a little under the limit passes.
+    width = 1_000
+    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]", "a1: [" + ", ".join(["*a0"] * 999) + "]"]
+    assert manifests.parse_text("\n".join(lines) + "\n", origin="edge.yaml")
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "2024-01-02T03:04:05Z",
+        "'2024-01-02T05:04:05+02:00'",
+        "2024-01-02T05:04:05+02:00",  # unquoted: YAML reads a datetime
+        "2024-01-02 03:04:05",  # YAML's own form, UTC
+    ],
+)
+def test_creation_timestamps_are_brought_to_the_api_form(written: str) -> None:
+    text = service_yaml("web").replace(
+        "metadata: {name: web, namespace: default}",
+        f"metadata: {{name: web, namespace: default, creationTimestamp: {written}}}",
+    )
+    loaded = manifests.Manifests()
+    loaded.add("x.yaml", manifests.parse_text(text, origin="x.yaml"))
+    (obj,) = loaded.objects.values()
+    assert obj["metadata"]["creationTimestamp"] == "2024-01-02T03:04:05Z"

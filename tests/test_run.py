@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kube2haproxy.haproxy import HAProxyUnavailable, MasterCLI, Supervisor
+from kube2haproxy.errors import HAProxyUnavailable
+from kube2haproxy.haproxy import MasterCLI, Supervisor
 from tests.builders import endpoint_slice, service
 from tests.live import (
     Backend,
@@ -75,6 +76,26 @@ def controller(*args: str, env: dict[str, str] | None = None) -> Iterator[subpro
                 os.kill(master.processes().master_pid, signal.SIGKILL)
 
 
+def supervised_args(
+    cluster: Path, run_dir: Path, listen: int, haproxy_bin: str, *extra: str
+) -> list[str]:
+    """A supervised controller following `cluster`, its probes on 127.0.0.1:`listen`."""
+    return [
+        "-f",
+        str(cluster),
+        "--haproxy-bin",
+        haproxy_bin,
+        "--run-dir",
+        str(run_dir),
+        "--listen",
+        f"127.0.0.1:{listen}",
+        "--allow-loopback-endpoints",
+        "--debounce",
+        "20ms",
+        *extra,
+    ]
+
+
 def manifests(path: Path, vip: str, port: int, *backends: Backend) -> None:
     objects = [
         service("web", "demo", cluster_ips=[vip], ports=[("http", port)]),
@@ -104,21 +125,8 @@ def test_supervised_with_manifests(tmp_path, haproxy_bin, backends):
     cluster.parent.mkdir()
     manifests(cluster, vip, port, a, b)
     run_dir = tmp_path / "run"
-    with controller(
-        "--manifests",
-        str(cluster.parent),
-        "--haproxy-bin",
-        haproxy_bin,
-        "--run-dir",
-        str(run_dir),
-        "--listen",
-        f"127.0.0.1:{listen}",
-        "--allow-loopback-endpoints",
-        "--debounce",
-        "20ms",
-        "--log-format",
-        "json",
-    ) as process:
+    args = supervised_args(cluster.parent, run_dir, listen, haproxy_bin, "--log-format", "json")
+    with controller(*args) as process:
         wait_for(lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=20, what="readiness")
         assert probe(listen, "/healthz") == (200, "ok\n")
         assert serves(vip, port, {"a", "b"}) == {"a", "b"}
@@ -160,7 +168,7 @@ def attached(tmp: Path, cfg: Path, haproxy_bin: str, listen: int) -> list[str]:
     return [
         "--master-socket",
         str(tmp / "master.sock"),
-        "--config",
+        "--haproxy-config",
         str(cfg),
         "--haproxy-bin",
         haproxy_bin,
@@ -250,13 +258,16 @@ def test_liveness_fails_when_the_attached_haproxy_is_gone(tmp_path, haproxy_bin)
         wait_for(lambda: probe(listen, "/healthz")[0] == 503, what="a failing liveness")
         assert "does not answer" in probe(listen, "/healthz")[1]
         wait_for(
-            lambda: 'result="reload_failed"} 1.0' in probe(listen, "/metrics")[1],
+            lambda: 'result="unavailable"} 1.0' in probe(listen, "/metrics")[1],
             what="the failed apply",
         )
         assert probe(listen, "/readyz") == (503, "no config applied yet\n")
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
-    assert "apply failed" in output
+    # Said as it is: nothing was ever applied, so no "last good config" serves.
+    said = "apply failed (unavailable); nothing has been applied yet, so HAProxy serves nothing"
+    assert said in output
+    assert "keeps serving" not in output
 
 
 def test_readiness_follows_the_attached_haproxy(tmp_path, haproxy_bin, backends, sidecar):

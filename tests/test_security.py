@@ -493,16 +493,31 @@ def test_an_alias_bomb_is_reported_in_bounded_space():
 
 
 def test_ipv4_mapped_addresses_cannot_sneak_past_the_special_ranges():
-    """::ffff:127.0.0.1 is loopback and ::ffff:0.0.0.0 the IPv4 wildcard in disguise."""
+    """::ffff:127.0.0.1 is loopback and ::ffff:0.0.0.0 the IPv4 wildcard in disguise. The API
+    server reads the form as the IPv4 address (ParseIPSloppy, To4), and so do we: it is
+    accepted where that address is, and refused where that address is."""
     web = service("web", "shop", externalIPs=["::ffff:0.0.0.0", "::ffff:198.51.100.1"])
-    slices = endpoint_slice(
+    in_v6 = endpoint_slice(
         "web",
         "shop",
         address_type="IPv6",
-        endpoints=["::ffff:127.0.0.1", "::ffff:169.254.169.254", "fd00::1"],
+        endpoints=["::ffff:10.1.0.9", "fd00::1"],
     )
-    result = run(web, slices)
+    in_v4 = endpoint_slice(
+        "web",
+        "shop",
+        name="web-v4",
+        endpoints=["::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.1.0.1"],
+    )
+    result = run(web, in_v6, in_v4)
     text = render(result.model)
     assert "ffff" not in text
-    assert backend_servers(text, "shop_web_http") == ["[fd00::1]:8080"]
-    assert len([f for f in result.warnings if "mapped" in f.message]) == 4
+    assert "127.0.0.1:8080" not in text and "169.254" not in text and "0.0.0.0" not in text
+    assert "bind 198.51.100.1:80" in text
+    assert sorted(backend_servers(text, "shop_web_http")) == ["10.1.0.1:8080", "[fd00::1]:8080"]
+    assert sorted(f.message.split(":")[0].split(";")[0] for f in result.warnings) == [
+        "0.0.0.0 is unspecified",
+        "10.1.0.9 is not IPv6",
+        "127.0.0.1 is loopback",
+        "169.254.169.254 is link-local",
+    ]

@@ -32,6 +32,7 @@ from tests.live import (
     free_port,
     loopback_ip,
     responders,
+    routes,
     serves,
     supervised,
     wait_for,
@@ -39,7 +40,7 @@ from tests.live import (
 
 SETTINGS = Settings(
     translate=TranslateSettings(allow_loopback_endpoints=True),
-    run=RunSettings(debounce_ms=20, max_delay_ms=200, retry_ms=500),
+    run=RunSettings(debounce_ms=20, max_delay_ms=200, retry_interval_ms=500),
 )
 
 
@@ -249,10 +250,10 @@ def test_a_service_created_at_the_api_is_served_through_cut_watches(
             wait_for(controller.ready.is_set, what="the first config")
             api.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
             api.put(slice_of(a))
-            wait_for(lambda: _routes(vip, port) == {"a"}, what="the new service")
+            wait_for(lambda: routes(vip, port) == {"a"}, what="the new service")
             api.drop_watches()
             api.put(slice_of(b))
-            wait_for(lambda: _routes(vip, port) == {"b"}, what="a change after a cut watch")
+            wait_for(lambda: routes(vip, port) == {"b"}, what="a change after a cut watch")
             api.hang_watches()
             api.compact()
             api.delete("Service", "default", "web")
@@ -266,13 +267,6 @@ def test_a_service_created_at_the_api_is_served_through_cut_watches(
             controller.stop()
             thread.join(timeout=10)
             supervisor.stop(grace_s=3)
-
-
-def _routes(vip: str, port: int) -> set[str]:
-    try:
-        return responders(vip, port, requests=5)
-    except OSError:
-        return set()
 
 
 def test_an_address_this_host_cannot_listen_on_blocks_nothing(tmp_path, haproxy_bin, backends):

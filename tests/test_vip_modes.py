@@ -27,7 +27,11 @@ from tests.live import (
 from tests.test_serve import serving
 
 RUN = RunSettings(
-    debounce_ms=20, max_delay_ms=200, runtime_debounce_ms=5, retry_ms=300, drift_check_ms=0
+    debounce_ms=20,
+    max_delay_ms=200,
+    runtime_debounce_ms=5,
+    retry_interval_ms=300,
+    drift_check_interval_ms=0,
 )
 
 
