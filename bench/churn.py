@@ -18,7 +18,8 @@ import time
 from cluster import endpoint_slice as bench_slice
 from harness import http_body, serving_cluster, worker_rss_mb
 
-from kube2haproxy.haproxy import MasterCLI, RuntimeAPI, parse_servers_state
+from kube2haproxy.appliers.master import MasterCLI
+from kube2haproxy.appliers.runtime import RuntimeAPI, parse_servers_state
 from tests.builders import endpoint_slice, service
 from tests.live import Backend, free_port
 
@@ -67,7 +68,7 @@ def storm(api, runtime: RuntimeAPI, services: int, changes: int, seconds: float)
     waiting = {f"ns-{i % 50}_svc-{i}_http": want for i, want in final.items()}
     while waiting:
         for backend in list(waiting):
-            state = parse_servers_state(runtime.execute_raw(f"show servers state {backend}"))
+            state = parse_servers_state(runtime.command(f"show servers state {backend}"))
             running = {f"{s.addr}:{s.port}" for s in state.values() if s.addr != "127.0.0.1"}
             if running == waiting[backend]:
                 del waiting[backend]
@@ -123,7 +124,7 @@ def main() -> None:
             lag = storm(api, runtime, services=min(100, count), changes=1000, seconds=10.0)
             storm_reloads = master.processes().reloads - reloads
             worker_rss = worker_rss_mb(workdir)
-            slots = len(runtime.servers_state())  # once, after the measurements
+            slots = len(runtime.servers())  # once, after the measurements
         ordered = sorted(samples)
         p99 = ordered[max(0, round(0.99 * len(ordered)) - 1)]
         print(

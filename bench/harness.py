@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluster import endpoint_slice, service  # noqa: E402
 
-from kube2haproxy.haproxy import MasterCLI  # noqa: E402
+from kube2haproxy.appliers.master import MasterCLI  # noqa: E402
 from tests.fakeapi import FakeKubeAPI  # noqa: E402
 from tests.live import free_port  # noqa: E402
 

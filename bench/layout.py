@@ -31,7 +31,7 @@ from cluster import endpoint_slice, service, store_of
 from harness import check_config
 
 from kube2haproxy import heap
-from kube2haproxy.model import listeners
+from kube2haproxy.layouts import layout as layout_of
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import RenderSettings, TranslateSettings
 from kube2haproxy.store import Store
@@ -160,7 +160,7 @@ def main() -> None:
                 path = Path(tmp) / "haproxy.cfg"
                 path.write_text(text)
                 check_s, _ = check_config(args.haproxy_bin, path, repeat=args.repeat)
-                sockets = len(listeners(model, layout))
+                sockets = len(layout_of(layout).listeners(model))
                 binds = sum(1 for line in text.splitlines() if line.lstrip().startswith("bind "))
                 started = start(args.haproxy_bin, path, args.fd_limit) if args.start else ""
                 print(

@@ -32,9 +32,10 @@ from kube2haproxy import (
 from kube2haproxy.errors import ExitCode, InputError, Kube2HAProxyError, StrictError
 from kube2haproxy.findings import Finding, Severity
 from kube2haproxy.grammar import GrammarError, duration_ms
+from kube2haproxy.layouts import layout
 from kube2haproxy.render import Renderer, duration
 from kube2haproxy.store import Store
-from kube2haproxy.translate import Translation, layout_findings, pool_networks, translate
+from kube2haproxy.translate import Translation, pool_networks, translate
 
 F = Callable[..., Any]
 
@@ -252,7 +253,7 @@ def render(  # the dry run
     findings = [
         *loaded_findings,
         *translation.findings,
-        *layout_findings(translation.model, config.render.frontend_layout),
+        *layout(config.render.frontend_layout).findings(translation.model),
     ]
     report(findings, verbose=verbose)
     warnings = [f for f in findings if f.severity is Severity.WARNING]

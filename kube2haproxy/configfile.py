@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from kube2haproxy.capabilities import Version, parse_version
 from kube2haproxy.errors import CheckError, EnvironmentProblem
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,22 @@ def check(path: Path, *, binary: str, timeout_s: float) -> str:
             f"haproxy -c rejected the config (exit {result.returncode})", output=output
         )
     return output
+
+
+def binary_version(binary: str, *, timeout_s: float = 30.0) -> Version:
+    """The version of an haproxy executable, from the first line of `haproxy -vv`;
+    EnvironmentProblem when it cannot run or says something else."""
+    try:
+        result = subprocess.run(
+            [binary, "-vv"], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentProblem(f"cannot run {binary} -vv: {exc}") from exc
+    first = (result.stdout or result.stderr).splitlines()[:1]
+    try:
+        return parse_version(first[0] if first else "")
+    except ValueError as exc:
+        raise EnvironmentProblem(f"{binary} -vv: {exc}") from exc
 
 
 def check_text(text: str, *, binary: str, timeout_s: float, name: str = "<rendered>") -> str:

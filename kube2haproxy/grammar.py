@@ -102,6 +102,12 @@ ORDINARY_IPV4 = re.compile(
 )
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+# What Go's strings.TrimSpace trims (unicode.IsSpace): ASCII and Latin-1 spaces, then the
+# Unicode White_Space characters.
+GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -216,7 +222,7 @@ def api_cidr(value: object) -> Network:
     before 1.33): a prefix length is required; host bits, leading zeros and the IPv4-mapped form
     are accepted (refused for new objects once StrictIPCIDRValidation is on, kept on old ones)."""
     if isinstance(value, str):
-        address, slash, prefix = value.strip(" \t\n\r\v\f").partition("/")
+        address, slash, prefix = value.strip(GO_SPACE).partition("/")
         if slash and _UINT.fullmatch(prefix):
             ip = api_ip(address)
             bits = int(prefix)

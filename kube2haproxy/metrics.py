@@ -108,9 +108,10 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self.runtime_commands = Counter(
-            "kube2haproxy_runtime_commands",
-            "Runtime API commands sent for endpoint changes.",
+        self.runtime_changes = Counter(
+            "kube2haproxy_runtime_changes",
+            "Server slots changed through the runtime API (an endpoint in, out, moved or "
+            "draining), by updates and drift corrections.",
             registry=r,
         )
         self.runtime_seconds = durations(

@@ -7,7 +7,6 @@ literals, enumerations), every number is in range. Templates only format these v
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import NamedTuple
@@ -170,52 +169,3 @@ class Model:
     def server_count(self) -> int:
         """Endpoints served (server lines that are not parked slots)."""
         return sum(1 for b in self.backends for s in b.servers if not s.parked)
-
-
-@dataclass(frozen=True, slots=True)
-class PortFrontend:
-    """--frontend-layout per-port: one frontend per distinct port, listening on every address
-    (one socket per family), routing each connection by its destination address through a map
-    of VIP -> backend (content-addressed file `map`, in the maps directory)."""
-
-    port: int
-    families: tuple[int, ...]  # 4 and/or 6
-    map: str  # "port-80-<hash>.map"
-    name: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "name", f"port_{self.port}")
-
-
-MAP_FILES = "port-*.map"  # the names port_frontends gives its files, as a glob
-
-
-def port_frontends(model: Model) -> tuple[tuple[PortFrontend, ...], dict[str, str]]:
-    """The per-port frontends of a model, and their map files (path -> content)."""
-    routes: dict[int, list[tuple[str, str]]] = {}
-    for frontend in model.frontends:
-        for bind in frontend.binds:
-            routes.setdefault(bind.port, []).append((bind.ip, frontend.backend))
-    frontends, files = [], {}
-    for port in sorted(routes):
-        content = "".join(f"{ip} {backend}\n" for ip, backend in sorted(routes[port]))
-        digest = hashlib.blake2b(content.encode(), digest_size=6).hexdigest()
-        path = f"port-{port}-{digest}.map"
-        files[path] = content
-        families = tuple(sorted({6 if ":" in ip else 4 for ip, _ in routes[port]}))
-        frontends.append(PortFrontend(port, families, path))
-    return tuple(frontends), files
-
-
-def listeners(model: Model, layout: str) -> dict[tuple[str, int], list[tuple[str, int]]]:
-    """The sockets HAProxy listens on for a model, each with the binds (VIP, port) it serves:
-    per-service, one socket per bind; per-port, one wildcard socket per port and family."""
-    out: dict[tuple[str, int], list[tuple[str, int]]] = {}
-    for frontend in model.frontends:
-        for bind in frontend.binds:
-            if layout == "per-port":
-                socket = ("::" if ":" in bind.ip else "0.0.0.0", bind.port)  # noqa: S104
-            else:
-                socket = (bind.ip, bind.port)
-            out.setdefault(socket, []).append((bind.ip, bind.port))
-    return out

@@ -1,10 +1,16 @@
 """plan: what must happen to go from the model HAProxy runs to the model it should run.
 
-Pure: compares two models and says nothing, runtime updates, or reload, with the reasons an
-operator reads in the log ("services added: shop/web; endpoints changed: 2"). A change that only
-moves endpoints within the existing slots is applied through the runtime API (the commands are
-part of the plan); anything else (a new service or port, a changed annotation, a slot count that
-changed, global settings) needs a reload.
+The one place that decides between nothing, a runtime update and a reload. Pure: compares
+models (or a model and what HAProxy reports it runs) and returns a `Plan`: the action, the
+model it applies, the reasons in one vocabulary (`Reason`: metric labels; `details`: the
+operator's log line, "services added: shop/web; endpoints changed: 2"), and for a runtime update
+the structured slot changes (backend, slot, from which server to which). Only an applier turns
+those into wire text (`set server ...`, a REST call).
+
+A change that only moves endpoints within the running slots is a runtime update; anything else
+(a new service or port, a changed annotation, a slot count that must grow, global settings) is a
+reload. Endpoints that still fit in the slots HAProxy runs keep that slot count (`fit`), so a
+scale-down, or a scale-up that eats into the free slots, needs no reload.
 """
 
 from __future__ import annotations
@@ -15,15 +21,30 @@ from enum import StrEnum
 from typing import TypeVar
 
 from kube2haproxy import slots
-from kube2haproxy.model import Backend, Frontend, Model, Server, ServerState, hostport
+from kube2haproxy.model import Backend, Frontend, Model, Server, ServerState
 
-MAX_NAMES = 3  # services named in one reason; the rest are counted
+MAX_NAMES = 3  # services named in one detail; the rest are counted
 
 
 class Action(StrEnum):
     NONE = "none"
     RUNTIME = "runtime"
     RELOAD = "reload"
+
+
+class Reason(StrEnum):
+    """Why a plan does what it does: the labels of the reload and runtime metrics."""
+
+    INITIAL = "initial"  # nothing applied yet
+    GLOBALS = "globals"  # settings rendered outside the model
+    SERVICES = "services"  # services added or removed
+    FRONTENDS = "frontends"  # binds, timeouts or access rules of a frontend
+    BACKENDS = "backends"  # a backend's settings (annotations)
+    SLOTS = "slots"  # a backend's endpoints no longer fit in its slots
+    ENDPOINTS = "endpoints"  # endpoints moved within the slots
+    RUNTIME_FALLBACK = "runtime_fallback"  # a runtime update did not go as planned
+    DRIFT = "drift"  # HAProxy runs something else than the model
+    RETRY = "retry"  # the last apply failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,39 +71,74 @@ class Changes:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotChange:
+    """One server line of a backend, from what HAProxy runs to what it should run."""
+
+    backend: str
+    before: Server
+    after: Server
+
+    @property
+    def server(self) -> str:
+        return self.after.name
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     action: Action
-    changes: Changes
-    reasons: tuple[str, ...]
-    commands: tuple[str, ...] = ()  # runtime API commands (RUNTIME only)
+    model: Model  # what HAProxy runs once the plan is applied
+    reasons: tuple[Reason, ...] = ()
+    details: tuple[str, ...] = ()  # for the log line
+    slots: tuple[SlotChange, ...] = ()  # RUNTIME: in the order they must be applied
+    changes: Changes = Changes()
+
+    @property
+    def force(self) -> bool:
+        """Reload even if the config text is the one HAProxy was last given."""
+        return Reason.DRIFT in self.reasons
 
 
 def plan(old: Model | None, new: Model, *, globals_changed: bool = False) -> Plan:
-    """NONE when nothing differs, else RELOAD with its reasons. `old` is None before the first
-    apply; `globals_changed` says the settings rendered outside the model changed."""
+    """From `old` (None before the first apply) to `new`; `globals_changed` says the settings
+    rendered outside the model changed. Endpoints that fit in the running slots keep them."""
     if old is None:
-        return Plan(Action.RELOAD, Changes(globals_changed=True), ("initial config",))
+        return Plan(Action.RELOAD, new, (Reason.INITIAL,), ("initial config",))
+    new = fit(old, new)
     changes = diff(old, new, globals_changed=globals_changed)
     if changes.empty:
-        return Plan(Action.NONE, changes, ())
+        return Plan(Action.NONE, new, changes=changes)
     if changes.servers_only:
         before = {b.name: b for b in old.backends}
         after = {b.name: b for b in new.backends}
-        commands = tuple(
-            command
+        moves = tuple(
+            change
             for name in changes.servers_changed
-            for command in runtime_commands(before[name], after[name])
+            for change in slot_changes(before[name], after[name])
         )
-        return Plan(Action.RUNTIME, changes, reasons(changes), commands)
-    return Plan(Action.RELOAD, changes, reasons(changes))
+        return Plan(Action.RUNTIME, new, (Reason.ENDPOINTS,), details(changes), moves, changes)
+    return Plan(Action.RELOAD, new, reload_reasons(changes), details(changes), changes=changes)
 
 
-def fit(old: Model | None, new: Model) -> Model:
+def retry(model: Model) -> Plan:
+    """Apply `model` again after a failure: a reload, as what HAProxy runs is uncertain."""
+    return Plan(Action.RELOAD, model, (Reason.RETRY,), ("retry",))
+
+
+def fallback(failed: Plan) -> Plan:
+    """A runtime update that did not go as planned: reload its model instead."""
+    return Plan(
+        Action.RELOAD,
+        failed.model,
+        (Reason.RUNTIME_FALLBACK,),
+        ("runtime update failed", *failed.details),
+        changes=failed.changes,
+    )
+
+
+def fit(old: Model, new: Model) -> Model:
     """`new`, with the backends whose only change is their endpoints (and whose endpoints fit
-    in the slots they run with) kept at their running slot count: a scale-down, or a scale-up
-    that eats into the free slots, then needs no reload. Anything else is left as translated."""
-    if old is None:
-        return new
+    in the slots they run with) kept at their running slot count. Anything else is left as
+    translated."""
     changes = diff(old, new)
     if not changes.slots_changed or not (
         changes.servers_only
@@ -100,13 +156,13 @@ def fit(old: Model | None, new: Model) -> Model:
     return replace(new, backends=tuple(resized.get(b.name, b) for b in new.backends))
 
 
-def patch(old: Model, backends: Mapping[str, Backend]) -> tuple[Model, Plan] | None:
-    """The endpoint fast path: `old` with the given backends' servers replaced, and the runtime
-    update that does it, in O(changed backends). None when a runtime update cannot do it (a
-    backend unknown or with other settings, endpoints that do not fit in its slots)."""
+def patch(old: Model, backends: Mapping[str, Backend]) -> Plan | None:
+    """The endpoint fast path: `old` with the given backends' servers replaced, as a runtime
+    update, in O(changed backends). None when a runtime update cannot do it (a backend unknown
+    or with other settings, endpoints that do not fit in its slots)."""
     running = {b.name: b for b in old.backends} if len(backends) > 8 else None
     replaced: dict[str, Backend] = {}
-    commands: list[str] = []
+    moves: list[SlotChange] = []
     for name in sorted(backends):
         new = backends[name]
         before = (
@@ -119,16 +175,38 @@ def patch(old: Model, backends: Mapping[str, Backend]) -> tuple[Model, Plan] | N
         fitted = _in_slots_of(before, new)
         if fitted is None:
             return None
-        new = fitted
-        if new.servers == before.servers:
+        if fitted.servers == before.servers:
             continue
-        commands.extend(runtime_commands(before, new))
-        replaced[name] = new
+        moves.extend(slot_changes(before, fitted))
+        replaced[name] = fitted
     if not replaced:
-        return old, Plan(Action.NONE, Changes(), ())
+        return Plan(Action.NONE, old)
     model = replace(old, backends=tuple(replaced.get(b.name, b) for b in old.backends))
     changes = Changes(servers_changed=tuple(replaced))
-    return model, Plan(Action.RUNTIME, changes, reasons(changes), tuple(commands))
+    return Plan(Action.RUNTIME, model, (Reason.ENDPOINTS,), details(changes), tuple(moves), changes)
+
+
+def correct(model: Model, observed: Mapping[tuple[str, str], Server]) -> Plan:
+    """Bring what HAProxy reports it runs (`observed`: backend, slot -> server line) back to
+    the model: a runtime update of the lines that differ, or a reload when a line is missing
+    (only a reload adds one). NONE when they agree."""
+    moves: list[SlotChange] = []
+    missing: list[str] = []
+    for backend in model.backends:
+        for server in backend.servers:
+            seen = observed.get((backend.name, server.name))
+            if seen is None:
+                missing.append(f"{backend.name}/{server.name}")
+            elif (seen.ip, seen.port, seen.state) != (server.ip, server.port, server.state):
+                moves.append(SlotChange(backend.name, seen, server))
+    if not (moves or missing):
+        return Plan(Action.NONE, model)
+    lines = missing + [f"{m.backend}/{m.server}" for m in moves]
+    shown = ", ".join(lines[:5]) + (", ..." if len(lines) > 5 else "")
+    detail = (f"haproxy differs from the model in {len(lines)} server lines ({shown})",)
+    if missing:
+        return Plan(Action.RELOAD, model, (Reason.DRIFT,), detail)
+    return Plan(Action.RUNTIME, model, (Reason.DRIFT,), detail, _capacity_first(moves))
 
 
 def _in_slots_of(running: Backend, backend: Backend) -> Backend | None:
@@ -180,7 +258,22 @@ def diff(old: Model, new: Model, *, globals_changed: bool = False) -> Changes:
     )
 
 
-def reasons(changes: Changes) -> tuple[str, ...]:
+def reload_reasons(changes: Changes) -> tuple[Reason, ...]:
+    """The reasons a change needs a reload, as metric labels."""
+    return tuple(
+        reason
+        for reason, present in (
+            (Reason.GLOBALS, changes.globals_changed),
+            (Reason.SERVICES, changes.services_added or changes.services_removed),
+            (Reason.FRONTENDS, changes.frontends_changed),
+            (Reason.BACKENDS, changes.backends_changed),
+            (Reason.SLOTS, changes.slots_changed),
+        )
+        if present
+    ) or (Reason.ENDPOINTS,)
+
+
+def details(changes: Changes) -> tuple[str, ...]:
     out = []
     if changes.globals_changed:
         out.append("global settings changed")
@@ -202,20 +295,24 @@ def reasons(changes: Changes) -> tuple[str, ...]:
     return tuple(out)
 
 
-def runtime_commands(before: Backend, after: Backend) -> list[str]:
-    """Runtime API commands that turn the slots of `before` into those of `after` (same count).
+def slot_changes(before: Backend, after: Backend) -> list[SlotChange]:
+    """The slots of `before` that differ in `after` (same count), capacity first."""
+    return list(
+        _capacity_first(
+            SlotChange(after.name, old, new)
+            for old, new in zip(before.servers, after.servers, strict=True)
+            if old != new
+        )
+    )
 
-    Capacity is added before it is taken away: slots that start serving come first, slots that
-    move to another endpoint next, slots that drain or empty last. HAProxy runs the commands one
-    by one while its threads accept connections; in slot order, replacing every endpoint at once
-    would leave the backend a moment without a server, and a connection arriving then is closed.
-    """
-    ranked = []
-    for old, new in zip(before.servers, after.servers, strict=True):
-        if old != new:
-            ranked.append((_rank(old, new), slot_commands(after.name, old, new)))
-    ranked.sort(key=lambda item: item[0])  # stable: slot order within a rank
-    return [command for _, commands in ranked for command in commands]
+
+def _capacity_first(changes: Iterator[SlotChange] | list[SlotChange]) -> tuple[SlotChange, ...]:
+    """Capacity is added before it is taken away: slots that start serving come first, slots
+    that move to another endpoint next, slots that drain or empty last. HAProxy runs the changes
+    one by one while its threads accept connections; in slot order, replacing every endpoint at
+    once would leave the backend a moment without a server, and a connection arriving then is
+    closed. Stable: slot order within a rank."""
+    return tuple(sorted(changes, key=lambda c: _rank(c.before, c.after)))
 
 
 def _rank(old: Server, new: Server) -> int:
@@ -224,81 +321,6 @@ def _rank(old: Server, new: Server) -> int:
     if not old.parked and (old.ip, old.port) != (new.ip, new.port):
         return 1  # one endpoint for another
     return 0  # a new endpoint, or one that serves again
-
-
-def slot_commands(backend: str, old: Server, new: Server) -> list[str]:
-    """One slot from `old` to `new`. A slot that empties goes to maintenance, then back to the
-    parked address; a slot that takes an endpoint goes to maintenance (if it served another
-    one), gets the address, then its state. Established connections are never cut:
-    maintenance and drain only stop new ones."""
-    target = f"set server {backend}/{new.name}"
-    commands = []
-    moved = (old.ip, old.port) != (new.ip, new.port)
-    if new.parked or moved:
-        if not old.parked:
-            commands.append(f"{target} state maint")
-        if moved:
-            commands.append(f"{target} addr {new.ip} port {new.port}")
-    if not new.parked and (moved or old.state is not new.state):
-        commands.append(f"{target} state {new.state.value}")
-    return commands
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    """What HAProxy reports of one server line (from `show servers state`)."""
-
-    ip: str
-    port: int
-    maintenance: bool
-    draining: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Drift:
-    commands: tuple[str, ...]  # bring the mismatched slots back to the model
-    mismatched: tuple[str, ...]  # "backend/server"
-    missing: tuple[str, ...]  # in the model, not in HAProxy: only a reload fixes that
-
-    @property
-    def empty(self) -> bool:
-        return not (self.mismatched or self.missing)
-
-
-def drift(model: Model, observed: Mapping[tuple[str, str], Observed]) -> Drift:
-    """Compare what HAProxy runs with the model, server line by server line."""
-    commands: list[str] = []
-    mismatched: list[str] = []
-    missing: list[str] = []
-    for backend in model.backends:
-        for server in backend.servers:
-            seen = observed.get((backend.name, server.name))
-            if seen is None:
-                missing.append(f"{backend.name}/{server.name}")
-                continue
-            if _matches(server, seen):
-                continue
-            mismatched.append(f"{backend.name}/{server.name}")
-            state = (
-                ServerState.PARKED
-                if seen.maintenance
-                else ServerState.DRAIN
-                if seen.draining
-                else ServerState.READY
-            )
-            actual = Server(server.name, seen.ip, seen.port, hostport(seen.ip, seen.port), state)
-            commands.extend(slot_commands(backend.name, actual, server))
-    return Drift(tuple(commands), tuple(mismatched), tuple(missing))
-
-
-def _matches(expected: Server, seen: Observed) -> bool:
-    if (seen.ip, seen.port) != (expected.ip, expected.port):
-        return False
-    if expected.parked:
-        return seen.maintenance
-    if seen.maintenance:
-        return False
-    return seen.draining is (expected.state is ServerState.DRAIN)
 
 
 P = TypeVar("P", Frontend, Backend)

@@ -27,7 +27,9 @@ from typing import Any
 import jinja2
 
 from kube2haproxy.errors import TemplateError
-from kube2haproxy.model import Model, PortFrontend, port_frontends
+from kube2haproxy.layouts import layout
+from kube2haproxy.layouts.per_port import map_text
+from kube2haproxy.model import Model
 from kube2haproxy.settings import RENDER_MAPS_DIR, RENDER_RUNTIME_SOCKET, RenderSettings
 
 MAIN_TEMPLATE = "haproxy.cfg.j2"
@@ -106,29 +108,29 @@ class Renderer:
             self._template = self._env.get_template(MAIN_TEMPLATE)
         except jinja2.TemplateError as exc:
             raise TemplateError(_describe(exc)) from exc
+        self._layout = layout(settings.frontend_layout)
         self._head: str | None = None
         self._runs: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
         self._boundaries: dict[str, bool] = {}  # does a run end after this name
-        self._last_ports: (
-            tuple[tuple[Any, ...], tuple[PortFrontend, ...], dict[str, str]] | None
-        ) = None
 
     def render(self, model: Model) -> str:
+        context = {"settings": self._settings, "layout": self._layout}
         try:
             if self._head is None:
-                self._head = self._template.render(settings=self._settings)
+                self._head = self._template.render(context)
             cache: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
             parts = [self._head]
-            front: tuple[str, tuple[Any, ...]] = ("frontends", model.frontends)
-            if self._settings.frontend_layout == "per-port":
-                front = ("ports", self._ports(model)[0])
-            for name, items in (front, ("backends", model.backends)):
-                template = self._env.get_template(f"{name}.j2")
+            sections = (
+                (self._layout.template, self._layout.variable, self._layout.items(model)),
+                ("backends.j2", "backends", model.backends),
+            )
+            for template_name, name, items in sections:
+                template = self._env.get_template(template_name)
                 for run in _runs(items, self._boundaries):
                     key = tuple(map(id, run))
                     hit = self._runs.get(key) or cache.get(key)
                     if hit is None:
-                        hit = (run, template.render({name: run, "settings": self._settings}))
+                        hit = (run, template.render({**context, name: run}))
                     cache[key] = hit
                     parts.append(hit[1])
         except Exception as exc:  # a user template can raise anything; report it with its place
@@ -144,25 +146,20 @@ class Renderer:
         return Path(self._settings.maps_dir)
 
     def files(self, model: Model) -> dict[str, str]:
-        """The files the config refers to (the per-port layout's maps), by name in the maps
-        directory (`maps_dir`). Their names carry a hash of their content."""
-        if self._settings.frontend_layout != "per-port":
-            return {}
-        # The maps are HAProxy's input too: each value written into them passes the same guard
-        # as every `{{ value }}` of the templates, so none can add a word or a line.
-        for frontend in model.frontends:
+        """The files the config refers to (the layout's maps), by name in the maps directory
+        (`maps_dir`). Their names carry a hash of their content."""
+        files = {}
+        for name, entries in self._layout.maps(model).items():
+            # They are HAProxy's input too: every key and value passes the same guard as every
+            # `{{ value }}` of the templates, so none can add a word or a line.
             try:
-                _guard(frontend.backend)
-                for bind in frontend.binds:
-                    _guard(bind.ip)
+                for key, value in entries:
+                    _guard(key)
+                    _guard(value)
             except UnsafeValueError as exc:
-                raise TemplateError(f"map of port {frontend.port}: {exc}") from exc
-        return dict(self._ports(model)[1])
-
-    def _ports(self, model: Model) -> tuple[tuple[PortFrontend, ...], dict[str, str]]:
-        if self._last_ports is None or self._last_ports[0] is not model.frontends:
-            self._last_ports = (model.frontends, *port_frontends(model))
-        return self._last_ports[1], self._last_ports[2]
+                raise TemplateError(f"map {name}: {exc}") from exc
+            files[name] = map_text(entries)
+        return files
 
 
 RUN = 32  # average items per cached run

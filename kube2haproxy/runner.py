@@ -17,10 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from kube2haproxy.applier import HAProxyApplier
+from kube2haproxy import configfile
+from kube2haproxy.appliers.master import MasterCLI
+from kube2haproxy.appliers.master_cli import MasterCLIApplier
+from kube2haproxy.appliers.runtime import RuntimeAPI
+from kube2haproxy.appliers.supervisor import Supervisor
+from kube2haproxy.capabilities import Capabilities, capabilities
 from kube2haproxy.controller import Controller, Source
 from kube2haproxy.errors import EnvironmentProblem
-from kube2haproxy.haproxy import MasterCLI, RuntimeAPI, Supervisor
 from kube2haproxy.health import HealthMonitor
 from kube2haproxy.lock import Lock
 from kube2haproxy.manifests import ManifestSource
@@ -29,6 +33,7 @@ from kube2haproxy.probes import ProbeServer
 from kube2haproxy.publish import Publisher
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import Paths, Settings, resolve_paths
+from kube2haproxy.sockets import LocalHost
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
     )
     renderer = Renderer(settings.render)  # template errors before anything starts
     publisher = Publisher(settings.publish)  # and an unreadable password file
-    _check_binary(settings.haproxy.binary)  # and a missing haproxy
+    checker = _checker(settings.haproxy.binary)  # and a missing or unsupported haproxy
     metrics = Metrics()
     lock = Lock(Path(paths.lock))
     if paths.run_dir is not None:
@@ -58,6 +63,7 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
             renderer=renderer,
             publisher=publisher,
             metrics=metrics,
+            checker=checker,
             manifests=manifests,
         )
     finally:
@@ -71,19 +77,21 @@ def _serve(
     renderer: Renderer,
     publisher: Publisher,
     metrics: Metrics,
+    checker: Capabilities,
     manifests: tuple[str, ...],
 ) -> None:
     supervisor = _supervisor(settings, paths, metrics)
     master = supervisor.master if supervisor is not None else MasterCLI(paths.master_socket)
-    applier = HAProxyApplier(
+    applier = MasterCLIApplier(
         config=Path(paths.config),
+        maps_dir=Path(paths.maps_dir),
         binary=settings.haproxy.binary,
         check_timeout_s=settings.haproxy.check_timeout_ms / 1000,
         reload_timeout_s=settings.run.reload_timeout_ms / 1000,
         master=master,
         runtime=RuntimeAPI(paths.runtime_socket),
         supervisor=supervisor,
-        maps_dir=Path(paths.maps_dir),
+        check_capabilities=checker,
     )
     sources = _sources(settings, manifests, metrics)
     controller = Controller(
@@ -92,6 +100,7 @@ def _serve(
         applier=applier,
         renderer=renderer,
         metrics=metrics,
+        host=LocalHost(pids=applier.pids, transparent=settings.render.bind_transparent),
         publish=publisher.publish if publisher.enabled else None,
     )
     # The longest an apply may legitimately keep the loop busy: a check, a reload, a margin.
@@ -148,7 +157,7 @@ def _serve(
         controller.run()
     finally:
         controller.stop()
-        applier.flush()
+        applier.close()
         health.stop()
         if probes is not None:
             probes.stop()
@@ -157,14 +166,17 @@ def _serve(
             supervisor.stop()
 
 
-def _check_binary(binary: str) -> None:
-    """The haproxy executable exists and runs: a missing one is a setup error, not something
-    to retry forever."""
+def _checker(binary: str) -> Capabilities:
+    """The capabilities of the haproxy executable that checks configs (and, supervised, runs
+    them): a missing one, or one too old, is a setup error, not something to retry forever."""
     if shutil.which(binary) is None:
         raise EnvironmentProblem(
             f"--haproxy-bin {binary}: not found or not executable (install HAProxy, or point "
             "--haproxy-bin at it)"
         )
+    found = capabilities(configfile.binary_version(binary))
+    log.info("%s is HAProxy %s", binary, found.version)
+    return found
 
 
 def _prepare_run_dir(run_dir: Path) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from kube2haproxy.layouts import LAYOUTS
+
 
 class ValueKind(StrEnum):
     TEXT = "text"
@@ -152,7 +154,7 @@ class RenderSettings:
             "distinct port on every address, routing on the destination through a map (sockets "
             "grow with ports, not services).",
             ValueKind.CHOICE,
-            choices=("per-service", "per-port"),
+            choices=tuple(LAYOUTS),
         ),
     )
     maps_dir: str | None = field(
@@ -252,6 +254,38 @@ class RenderSettings:
             ValueKind.INT,
             low=1,
             high=1000,
+        ),
+    )
+    # HAProxy started as root binds its listeners, then its workers (which face the network)
+    # drop to this user: the master alone stays root. 3.3 and later warn at every start and
+    # reload of a root worker without `uid` (or `user`) and, 3.4, without `chroot`.
+    worker_uid: int | None = field(
+        default=None,
+        metadata=_opt(
+            "--haproxy-uid",
+            "Numeric user HAProxy's workers run as (global `uid`); unset: HAProxy's own user.",
+            ValueKind.INT,
+            low=0,
+            high=2**31 - 1,
+        ),
+    )
+    worker_gid: int | None = field(
+        default=None,
+        metadata=_opt(
+            "--haproxy-gid",
+            "Numeric group HAProxy's workers run as (global `gid`); unset: HAProxy's own group.",
+            ValueKind.INT,
+            low=0,
+            high=2**31 - 1,
+        ),
+    )
+    chroot: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--haproxy-chroot",
+            "Directory HAProxy's workers are confined to once started (global `chroot`; an "
+            "empty one, such as /var/empty); unset: none.",
+            ValueKind.PATH,
         ),
     )
 

@@ -1,4 +1,8 @@
-"""sockets: who else listens on the addresses HAProxy listens on.
+"""sockets: what this host can listen on, and who else listens where HAProxy listens.
+
+Before a reload adds a socket, it is test-bound as HAProxy would bind it (`bind_problem`): HAProxy
+2.6 pauses every listener for about 2 s on a reload it refuses, so a bad address is better found
+first.
 
 HAProxy binds with SO_REUSEPORT, so the kernel lets any process of the same user listen on the
 same address:port too (another HAProxy, a forgotten test server) and then silently splits new
@@ -17,7 +21,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterable, Mapping
+import socket
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 LISTEN = "0A"  # TCP_LISTEN in the st column
@@ -161,3 +166,60 @@ def addresses_of(sockets: Mapping[Address, Iterable[Address]]) -> set[Address]:
     for binds in sockets.values():
         out.update(binds)
     return out
+
+
+def is_haproxy(pid: int, proc: Path = Path("/proc")) -> bool:
+    """The process `pid` of this pid namespace is an HAProxy."""
+    try:
+        return (proc / str(pid) / "comm").read_text().strip() == "haproxy"
+    except OSError:
+        return False
+
+
+_IP_FREEBIND, _IPV6_FREEBIND = 15, 78  # linux/in.h, linux/in6.h
+
+
+def bind_problem(ip: str, port: int, *, transparent: bool) -> str | None:
+    """Why HAProxy could not listen on ip:port on this host, or None. Binds a test socket as
+    HAProxy would: SO_REUSEPORT (so HAProxy's own listeners, same user, do not count as a
+    conflict) and, for `transparent` binds, FREEBIND (an address the host does not hold)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                # HAProxy's IPv6 wildcard bind is v6only (ports.j2); a specific address is
+                # the same either way.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if transparent:
+                level, option = (
+                    (socket.IPPROTO_IPV6, _IPV6_FREEBIND)
+                    if family == socket.AF_INET6
+                    else (socket.IPPROTO_IP, _IP_FREEBIND)
+                )
+                sock.setsockopt(level, option, 1)
+            sock.bind((ip, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+class LocalHost:
+    """HAProxy runs on this host: its sockets can be test-bound and its neighbours seen.
+    `pids` gives HAProxy's processes (None: not visible from here)."""
+
+    def __init__(self, *, pids: Callable[[], frozenset[int] | None], transparent: bool) -> None:
+        self._pids = pids
+        self._transparent = transparent
+
+    def unbindable(self, wanted: Iterable[Address]) -> dict[Address, str]:
+        """The sockets among `wanted` this host cannot listen on, with why."""
+        return {
+            key: why for key in wanted if (why := bind_problem(*key, transparent=self._transparent))
+        }
+
+    def shared(self, listening: Mapping[Address, Iterable[Address]]) -> dict[Address, str]:
+        """Of HAProxy's sockets and the VIP:ports they serve, those where another process
+        listens too, with who."""
+        pids = self._pids()
+        return shared(addresses_of(listening), own_pids=set(pids) if pids else None)

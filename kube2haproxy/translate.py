@@ -368,26 +368,6 @@ def _allocate_pool(
 VIP = tuning.PREFIX + "vip"
 
 
-def layout_findings(model: Model, layout: str) -> tuple[Finding, ...]:
-    """What the frontend layout cannot honour: with per-port, frontends are shared by every
-    service on a port, so a per-service client timeout has nowhere to go (HAProxy 2.6 sets
-    `timeout client` per frontend only)."""
-    if layout != "per-port":
-        return ()
-    services = {
-        (f.namespace, f.service) for f in model.frontends if f.client_timeout_ms is not None
-    }
-    return tuple(
-        warning(
-            subject("Service", namespace, name),
-            f"metadata.annotations[{tuning.PREFIX}timeout-client]",
-            "has no effect with --frontend-layout per-port (the port's frontend is shared); "
-            "--timeout-client applies",
-        )
-        for namespace, name in sorted(services)
-    )
-
-
 def _unbindable(
     results: list[ServiceResult],
     unbindable: Mapping[tuple[str, int], str],
@@ -589,7 +569,7 @@ def _translate_service(
         )
         frontends.append(
             Frontend(
-                name=name,
+                name=names.frontend_name(name),
                 namespace=key.namespace,
                 service=key.name,
                 port_key=pkey,

@@ -3,8 +3,10 @@ sending requests and records every failure, a supervised HAProxy in a temporary 
 
 from __future__ import annotations
 
+import functools
 import http.client
 import itertools
+import os
 import socket
 import textwrap
 import threading
@@ -13,16 +15,25 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from kube2haproxy.applier import HAProxyApplier
-from kube2haproxy.haproxy import RuntimeAPI, Supervisor
+from kube2haproxy import configfile
+from kube2haproxy.appliers import ApplyReport, Config
+from kube2haproxy.appliers.master_cli import MasterCLIApplier
+from kube2haproxy.appliers.runtime import RuntimeAPI
+from kube2haproxy.appliers.supervisor import Supervisor
+from kube2haproxy.capabilities import Capabilities, capabilities
+from kube2haproxy.model import Model
+from kube2haproxy.plan import Action, Plan
 
 _next_ip = itertools.count(2)
+# pytest-xdist runs tests in several processes ("gw0", "gw1", ...): each takes its own /16.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 
 
 def loopback_ip() -> str:
-    """A fresh 127.0.x.y address for a test (all of 127/8 is local on Linux)."""
+    """A fresh 127.x.y.z address for a test (all of 127/8 is local on Linux), one that no other
+    test process hands out."""
     n = next(_next_ip)
-    return f"127.0.{20 + n // 250}.{n % 250 + 1}"
+    return f"127.{20 + _WORKER}.{n // 250}.{n % 250 + 1}"
 
 
 def free_port(ip: str) -> int:
@@ -148,27 +159,41 @@ class Traffic:
             self.seen[name] = self.seen.get(name, 0) + 1
 
 
+@functools.cache
+def capabilities_of(binary: str) -> Capabilities:
+    """The capabilities of an haproxy executable (asked once per test session)."""
+    return capabilities(configfile.binary_version(binary))
+
+
 def applier_for(
     supervisor: Supervisor, *, binary: str, reload_timeout_s: float = 30.0
-) -> HAProxyApplier:
+) -> MasterCLIApplier:
     """The real applier driving a supervised HAProxy (its config is the supervisor's)."""
-    return HAProxyApplier(
-        config=Path(supervisor.config),
+    config = Path(supervisor.config)
+    return MasterCLIApplier(
+        config=config,
+        maps_dir=config.parent / "maps",
         binary=binary,
         check_timeout_s=30,
         reload_timeout_s=reload_timeout_s,
         master=supervisor.master,
         runtime=RuntimeAPI(str(Path(supervisor.master.path).parent / "admin.sock")),
         supervisor=supervisor,
+        check_capabilities=capabilities_of(binary),
     )
 
 
-def supervised(tmp: Path, binary: str) -> tuple[Supervisor, HAProxyApplier]:
+def supervised(tmp: Path, binary: str) -> tuple[Supervisor, MasterCLIApplier]:
     """A supervisor for an HAProxy whose config and master socket live in tmp, and its applier."""
     supervisor = Supervisor(
         binary=binary, config=str(tmp / "haproxy.cfg"), master_socket=str(tmp / "master.sock")
     )
     return supervisor, applier_for(supervisor, binary=binary)
+
+
+def load(applier: MasterCLIApplier, text: str) -> ApplyReport:
+    """Have the applier reload HAProxy with a config text (of no model: tests of the edge)."""
+    return applier.apply(Plan(Action.RELOAD, Model()), Config(text))
 
 
 def haproxy_config(tmp: Path, vip: str, port: int, servers: list[Backend], extra: str = "") -> str:
@@ -183,7 +208,7 @@ def haproxy_config(tmp: Path, vip: str, port: int, servers: list[Backend], extra
             timeout connect 2s
             timeout client 10s
             timeout server 10s
-        frontend web
+        frontend fe_web
             bind {vip}:{port}
             default_backend web
         backend web

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kube2haproxy.haproxy import RuntimeAPI
+from kube2haproxy.appliers.runtime import RuntimeAPI
 from kube2haproxy.settings import RunSettings, Settings, TranslateSettings
 from tests.builders import endpoint, endpoint_slice, service
 from tests.live import Backend, Traffic, free_port, loopback_ip, responders, serves, wait_for
@@ -102,7 +102,7 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
         assert len(controller.applied_model.backends[0].servers) == slots
         assert controller.metrics.runtime_updates.labels("fallback")._value.get() == 0
         # The file on disk is what a reload would load: it renders the running state.
-        controller._applier.flush()
+        controller._applier.close()
         text = (tmp_path / "haproxy.cfg").read_text()
         assert sum(f":{fleet[0].port}" in line for line in text.splitlines()) == len(last)
 

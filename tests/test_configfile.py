@@ -22,7 +22,7 @@ defaults
     timeout client 1m
     timeout server 1m
 
-frontend web
+frontend fe_web
     bind 127.0.0.1:18080
     default_backend web
 
@@ -36,13 +36,13 @@ defaults
     timeout connect 5s
     frobnicate yes
 
-frontend web
+frontend fe_web
     bind 127.0.0.1:18080
 """
 
 # Valid, but HAProxy warns about it (and still exits 0).
 WARNS = """\
-frontend web
+frontend fe_web
     mode tcp
     bind 127.0.0.1:18080
     default_backend web
@@ -182,37 +182,37 @@ def test_write_atomic_failure_leaves_the_destination_alone(tmp_path: Path) -> No
 # --- check (the real haproxy) -----------------------------------------------------------------
 
 
-def test_check_of_a_valid_config_returns_nothing(tmp_path: Path) -> None:
+def test_check_of_a_valid_config_returns_nothing(tmp_path: Path, haproxy_bin) -> None:
     path = tmp_path / "haproxy.cfg"
     path.write_text(valid_config(tmp_path))
-    assert configfile.check(path, binary="haproxy", timeout_s=30) == ""
+    assert configfile.check(path, binary=haproxy_bin, timeout_s=30) == ""
 
 
-def test_check_returns_haproxy_warnings_of_a_valid_config(tmp_path: Path) -> None:
+def test_check_returns_haproxy_warnings_of_a_valid_config(tmp_path: Path, haproxy_bin) -> None:
     path = tmp_path / "haproxy.cfg"
     path.write_text(WARNS)
-    output = configfile.check(path, binary="haproxy", timeout_s=30)
+    output = configfile.check(path, binary=haproxy_bin, timeout_s=30)
     assert "[WARNING]" in output
     assert "missing timeouts for backend 'web'" in output
 
 
-def test_check_of_an_invalid_config_raises_with_haproxy_output(tmp_path: Path) -> None:
+def test_check_of_an_invalid_config_raises_with_haproxy_output(tmp_path: Path, haproxy_bin) -> None:
     path = tmp_path / "haproxy.cfg"
     path.write_text(INVALID)
     with pytest.raises(CheckError, match=r"haproxy -c rejected the config \(exit 1\)") as caught:
-        configfile.check(path, binary="haproxy", timeout_s=30)
+        configfile.check(path, binary=haproxy_bin, timeout_s=30)
     output = caught.value.output
     assert "[ALERT]" in output
     assert f"parsing [{path}:4] : unknown keyword 'frobnicate'" in output
     assert caught.value.exit_code is ExitCode.CHECK
 
 
-def test_check_of_a_config_without_listener_raises(tmp_path: Path) -> None:
+def test_check_of_a_config_without_listener_raises(tmp_path: Path, haproxy_bin) -> None:
     # No error, but HAProxy would not start (exit 2): not a config to install.
     path = tmp_path / "haproxy.cfg"
     path.write_text("defaults\n    mode tcp\n")
     with pytest.raises(CheckError, match=r"exit 2") as caught:
-        configfile.check(path, binary="haproxy", timeout_s=30)
+        configfile.check(path, binary=haproxy_bin, timeout_s=30)
     assert "no listener" in caught.value.output
 
 
@@ -265,10 +265,10 @@ def test_check_timeout_raises_check_error_with_partial_output(tmp_path: Path) ->
     assert caught.value.exit_code is ExitCode.CHECK
 
 
-def test_check_text_valid_and_invalid(tmp_path: Path) -> None:
-    assert configfile.check_text(valid_config(tmp_path), binary="haproxy", timeout_s=30) == ""
+def test_check_text_valid_and_invalid(tmp_path: Path, haproxy_bin) -> None:
+    assert configfile.check_text(valid_config(tmp_path), binary=haproxy_bin, timeout_s=30) == ""
     with pytest.raises(CheckError) as caught:
-        configfile.check_text(INVALID, binary="haproxy", timeout_s=30)
+        configfile.check_text(INVALID, binary=haproxy_bin, timeout_s=30)
     output = caught.value.output
     assert "unknown keyword 'frobnicate'" in output
     # HAProxy's report names the rendered text and its lines, not the temporary file it
@@ -288,12 +288,14 @@ def test_writer_lands_the_newest_text_and_flush_waits_for_it(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == ["haproxy.cfg"]
 
 
-def test_a_staged_config_that_fails_the_check_is_kept_as_rejected(tmp_path: Path) -> None:
+def test_a_staged_config_that_fails_the_check_is_kept_as_rejected(
+    tmp_path: Path, haproxy_bin
+) -> None:
     destination = tmp_path / "haproxy.cfg"
     destination.write_text("# the last good config\n")
     staged = configfile.Staged(destination, INVALID)
     with pytest.raises(CheckError) as caught:
-        staged.check(binary="haproxy", timeout_s=30)
+        staged.check(binary=haproxy_bin, timeout_s=30)
     rejected = tmp_path / "haproxy.cfg.rejected"
     assert str(caught.value).endswith(f"; the config is kept in {rejected}")
     assert rejected.read_text() == INVALID
@@ -304,6 +306,6 @@ def test_a_staged_config_that_fails_the_check_is_kept_as_rejected(tmp_path: Path
     # The next refused config replaces it.
     with pytest.raises(CheckError):
         configfile.Staged(destination, INVALID + "    more-junk\n").check(
-            binary="haproxy", timeout_s=30
+            binary=haproxy_bin, timeout_s=30
         )
     assert rejected.read_text().endswith("more-junk\n")

@@ -1,211 +1,292 @@
 """controller: sync gating, debounce with a maximum delay, the no-change path, failures and
-retries, the translate cache. Real threads and a real queue; the applier records or fails on
-demand (the real HAProxy applier has its own tests)."""
+retries, the translate cache, runtime updates and their fallback, unbindable addresses. The
+controller is driven turn by turn with a clock of the test's own: no threads, no sleeping; the
+applier records or fails on demand (the real appliers have their own tests)."""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 
 from prometheus_client import generate_latest
 
-from kube2haproxy.applier import ApplyReport, RecordingApplier
+from kube2haproxy.appliers import ApplyReport, Config
+from kube2haproxy.appliers.recording import RecordingApplier
 from kube2haproxy.controller import Controller
-from kube2haproxy.errors import CheckError
+from kube2haproxy.errors import CheckError, ConfigRefused, HAProxyUnavailable, RuntimeUpdateError
 from kube2haproxy.metrics import Metrics
+from kube2haproxy.plan import Action, Plan
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import RunSettings, Settings
 from tests.builders import ScriptedSource, backend_servers, endpoint_slice, service
-from tests.live import wait_for
 
 FAST = Settings(run=RunSettings(debounce_ms=50, max_delay_ms=300, retry_interval_ms=200))
+RUNTIME = replace(
+    FAST, run=replace(FAST.run, debounce_ms=300, max_delay_ms=2000, runtime_debounce_ms=5)
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class FlakyApplier(RecordingApplier):
-    """Fails the next `failures` applies with the given error."""
+    """Fails the next applies with the given errors, in order."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failures: list[Exception] = []
         self.attempts = 0
 
-    def apply(
-        self, text: str, *, force: bool = False, files: dict[str, str] | None = None
-    ) -> ApplyReport:
+    def apply(self, plan: Plan, config: Config) -> ApplyReport:
         self.attempts += 1
         if self.failures:
             raise self.failures.pop(0)
-        return super().apply(text, force=force, files=files)
+        return super().apply(plan, config)
 
 
-@contextmanager
-def running(
-    *sources: ScriptedSource, applier=None, settings: Settings = FAST
-) -> Iterator[Controller]:
-    controller = Controller(
-        settings=settings,
-        sources=sources,
-        applier=applier or RecordingApplier(),
-        renderer=Renderer(replace(settings.render, runtime_socket="/run/k2h/admin.sock")),
-        metrics=Metrics(),
-    )
-    controller.start_sources()
-    thread = threading.Thread(target=controller.run, daemon=True)
-    thread.start()
-    try:
-        yield controller
-    finally:
-        controller.stop()
-        thread.join(timeout=5)
-        assert not thread.is_alive()
-    assert all(s.stopped for s in sources)
+class RefusingRuntime(RecordingApplier):
+    """Refuses every runtime update, as a runtime API that answers something unexpected."""
+
+    def apply(self, plan: Plan, config: Config) -> ApplyReport:
+        if plan.action is Action.RUNTIME:
+            raise RuntimeUpdateError("'set server ...': 'Permission denied'")
+        return super().apply(plan, config)
 
 
-def configs(controller: Controller) -> list[str]:
-    return controller._applier.configs  # type: ignore[attr-defined]
+class BlockingHost:
+    """A host where some sockets cannot be listened on (another program holds them)."""
+
+    def __init__(self, blocked: set[tuple[str, int]]) -> None:
+        self.blocked = blocked
+        self.tested: list[set[tuple[str, int]]] = []
+
+    def unbindable(self, wanted):
+        self.tested.append(set(wanted))
+        return {b: "Address already in use" for b in wanted if b in self.blocked}
+
+    def shared(self, listening):
+        return {}
+
+
+class Driven:
+    """A controller driven by hand: a scripted source, an applier, the test's clock."""
+
+    def __init__(
+        self,
+        settings: Settings = FAST,
+        *,
+        applier: RecordingApplier | None = None,
+        host: BlockingHost | None = None,
+        sources: tuple[ScriptedSource, ...] | None = None,
+    ) -> None:
+        self.clock = Clock()
+        self.applier = applier or RecordingApplier()
+        self.sources = sources or (ScriptedSource(),)
+        self.source = self.sources[0]
+        self.controller = Controller(
+            settings=settings,
+            sources=self.sources,
+            applier=self.applier,
+            renderer=Renderer(replace(settings.render, runtime_socket="/run/k2h/admin.sock")),
+            metrics=Metrics(),
+            host=host,
+            clock=self.clock,
+        )
+        self.controller.start_sources()
+
+    def settle(self, seconds: float = 10.0) -> None:
+        """Let `seconds` of the controller's time pass, doing what falls due on the way."""
+        end = self.clock.now + seconds
+        for _ in range(10_000):
+            self.controller.turn()
+            wait = self.controller.schedule.wakeup(self.clock.now, synced=self.controller.synced)
+            if wait is None or self.clock.now + wait > end:
+                break
+            self.clock.now += max(wait, 0.001)
+        self.clock.now = end
+        self.controller.turn()
+
+    @property
+    def configs(self) -> list[str]:
+        return [c.text for c in self.applier.configs]
+
+    def counter(self, metric, *labels: str) -> float:
+        found = metric.labels(*labels) if labels else metric
+        return float(found._value.get())
+
+    def start_with_one_service(self) -> None:
+        """default/web on port 80 with one ready endpoint, synced and applied."""
+        self.source.put(service())
+        self.source.put(endpoint_slice(endpoints=["10.1.0.1"]))
+        self.source.synced()
+        self.settle()
+        assert self.controller.ready.is_set()
 
 
 def test_nothing_is_rendered_before_every_source_synced():
     services, slices = ScriptedSource("kube/services"), ScriptedSource("kube/endpointslices")
-    with running(services, slices) as controller:
-        services.put(service())
-        services.synced()
-        slices.put(endpoint_slice(endpoints=["10.1.0.1"]))
-        time.sleep(0.5)  # several debounce periods
-        assert configs(controller) == []
-        assert not controller.ready.is_set()
-        slices.synced()
-        wait_for(controller.ready.is_set)
-        assert len(configs(controller)) == 1
-        assert backend_servers(configs(controller)[0], "default_web_http") == ["10.1.0.1:8080"]
+    driven = Driven(sources=(services, slices))
+    services.put(service())
+    services.synced()
+    slices.put(endpoint_slice(endpoints=["10.1.0.1"]))
+    driven.settle(5)  # many debounce periods
+    assert driven.configs == []
+    assert not driven.controller.ready.is_set()
+    slices.synced()
+    driven.settle()
+    assert driven.controller.ready.is_set()
+    assert len(driven.configs) == 1
+    assert backend_servers(driven.configs[0], "default_web_http") == ["10.1.0.1:8080"]
 
 
 def test_a_storm_of_changes_is_one_apply():
-    source = ScriptedSource()
-    # Only the quiet period applies here: a maximum delay could cut a slow storm in two.
-    patient = replace(FAST, run=replace(FAST.run, max_delay_ms=10_000))
-    with running(source, settings=patient) as controller:
-        source.synced()
-        wait_for(controller.ready.is_set)
-        for i in range(200):
-            source.put(endpoint_slice(endpoints=[f"10.1.0.{i % 250 + 1}"]))
-            source.put(service(f"svc-{i}", cluster_ips=[f"10.96.1.{i % 250}"]))
-        wait_for(lambda: len(configs(controller)) >= 2)
-        time.sleep(0.3)
-        assert len(configs(controller)) == 2
-        assert configs(controller)[-1].count("\nfrontend ") == 200
+    driven = Driven()
+    driven.source.synced()
+    driven.settle()
+    for i in range(200):
+        driven.source.put(endpoint_slice(endpoints=[f"10.1.0.{i % 250 + 1}"]))
+        driven.source.put(service(f"svc-{i}", cluster_ips=[f"10.96.1.{i % 250}"]))
+    driven.settle()
+    assert len(driven.configs) == 2
+    assert driven.configs[-1].count("\nfrontend ") == 200
 
 
 def test_a_continuous_stream_of_changes_is_applied_within_the_maximum_delay():
-    source = ScriptedSource()
-    with running(source) as controller:
-        source.put(service())
-        source.synced()
-        wait_for(controller.ready.is_set)
-        stop = time.monotonic() + 20
-        i = 0
-        # A change every 20 ms: the quiet period (50 ms) never comes. Without the maximum delay
-        # (300 ms) nothing would be applied until the storm ends, and it ends only when three
-        # applies happened.
-        while len(configs(controller)) < 3 and time.monotonic() < stop:
-            source.put(endpoint_slice(endpoints=[f"10.1.0.{i % 250 + 1}"]))
-            i += 1
-            time.sleep(0.02)
-        assert len(configs(controller)) >= 3
+    """A change every 20 ms: the quiet period (50 ms) never comes; the maximum delay (300 ms)
+    applies them all the same, about every 300 ms."""
+    driven = Driven()
+    driven.source.put(service())
+    driven.source.synced()
+    driven.settle()
+    first_change = driven.clock.now
+    applied_at = []
+    for i in range(60):  # 1.2 s of changes
+        driven.source.put(service(cluster_ips=[f"10.96.0.{i % 250 + 1}"]))
+        before = len(driven.configs)
+        driven.settle(0.02)
+        if len(driven.configs) > before:
+            applied_at.append(driven.clock.now)
+    assert len(applied_at) >= 3
+    assert applied_at[0] - first_change <= 0.3 + 0.02
 
 
 def test_no_change_applies_nothing():
-    source = ScriptedSource()
-    with running(source) as controller:
-        source.put(service())
-        source.synced()
-        wait_for(controller.ready.is_set)
-        source.put(service())  # the same object again
-        source.put(service("other"))  # a service...
-        source.delete(service("other"))  # ...that disappears before the debounce ends
-        time.sleep(0.4)
-        assert len(configs(controller)) == 1
+    driven = Driven()
+    driven.source.put(service())
+    driven.source.synced()
+    driven.settle()
+    driven.source.put(service())  # the same object again
+    driven.source.put(service("other"))  # a service...
+    driven.source.delete(service("other"))  # ...that disappears before the debounce ends
+    driven.settle()
+    assert len(driven.configs) == 1
 
 
-def test_a_failed_apply_is_retried_and_the_controller_keeps_running(caplog):
+def test_a_failed_apply_is_retried_with_a_growing_backoff(caplog):
     applier = FlakyApplier()
-    source = ScriptedSource()
-    with running(source, applier=applier) as controller:
-        source.put(service())
-        source.synced()
-        wait_for(controller.ready.is_set)
-        applier.failures = [
-            CheckError(
-                "haproxy -c rejected the config (exit 1)",
-                output="[ALERT] parsing [x:3]: unknown keyword",
-            )
-        ] * 2
-        with caplog.at_level(logging.ERROR, logger="kube2haproxy.controller"):
-            source.put(service("api", cluster_ips=["10.96.0.11"]))
-            metrics = controller.metrics
-            # Retried after the backoff until it passed.
-            wait_for(lambda: metrics.reloads.labels("success")._value.get() == 2, timeout=10)
-        assert "unknown keyword" in caplog.text
-        assert metrics.reloads.labels("check_failed")._value.get() == 2
-        assert metrics.reloads.labels("success")._value.get() == 2
-        assert metrics.validation_failed._value.get() == 0
-        assert "frontend default_api_http" in configs(controller)[-1]
+    driven = Driven(applier=applier)
+    driven.source.put(service())
+    driven.source.synced()
+    driven.settle()
+    applier.failures = [
+        CheckError(
+            "haproxy -c rejected the config (exit 1)",
+            output="[ALERT] parsing [x:3]: unknown keyword",
+        )
+    ] * 3
+    metrics = driven.controller.metrics
+    with caplog.at_level(logging.ERROR, logger="kube2haproxy.controller"):
+        driven.source.put(service("api", cluster_ips=["10.96.0.11"]))
+        driven.settle(0.06)  # the debounce (50 ms): the first attempt fails
+        assert applier.attempts == 2
+        driven.settle(0.15)
+        assert applier.attempts == 2  # the first retry waits 200 ms
+        driven.settle(0.1)
+        assert applier.attempts == 3
+        driven.settle(0.3)
+        assert applier.attempts == 3  # the second waits twice as long
+        driven.settle(0.15)
+        assert applier.attempts == 4
+        driven.settle(10)
+    assert "unknown keyword" in caplog.text
+    assert driven.counter(metrics.reloads, "check_failed") == 3
+    assert driven.counter(metrics.reloads, "success") == 2
+    assert driven.counter(metrics.validation_failed) == 0
+    assert "frontend fe_default_api_http" in driven.configs[-1]
+    assert "or in 0.2s:" in caplog.text and "or in 0.4s:" in caplog.text
 
 
-def test_an_unexpected_error_is_survived(caplog):
+def test_failures_are_counted_by_what_happened(caplog):
     applier = FlakyApplier()
-    applier.failures = [RuntimeError("a bug")]
-    source = ScriptedSource()
-    with running(source, applier=applier) as controller:
-        source.put(service())
-        with caplog.at_level(logging.ERROR):
-            source.synced()
-            wait_for(controller.ready.is_set, timeout=10)
-        assert "a bug" in caplog.text
-        assert controller.metrics.reloads.labels("error")._value.get() == 1
+    driven = Driven(applier=applier)
+    applier.failures = [
+        ConfigRefused("HAProxy refused the new config", output="[ALERT] cannot bind"),
+        HAProxyUnavailable("master.sock: 'show': timed out"),
+        RuntimeError("a bug"),
+    ]
+    driven.source.put(service())
+    with caplog.at_level(logging.ERROR):
+        driven.source.synced()
+        driven.settle(10)
+    metrics = driven.controller.metrics
+    assert [
+        driven.counter(metrics.reloads, r) for r in ("reload_failed", "unavailable", "error")
+    ] == [
+        1,
+        1,
+        1,
+    ]
+    assert driven.controller.ready.is_set()
+    assert "a bug" in caplog.text and "cannot bind" in caplog.text
+    # Said as it is: before the first success nothing of ours serves.
+    assert "nothing has been applied yet" in caplog.text
+    assert "keeps serving the last config" not in caplog.text
 
 
 def test_an_object_that_cannot_be_translated_does_not_stop_the_others(caplog):
-    source = ScriptedSource()
-    with running(source) as controller, caplog.at_level(logging.WARNING):
-        source.put(service())
+    driven = Driven()
+    with caplog.at_level(logging.WARNING):
+        driven.source.put(service())
         bad = service("bad", cluster_ips=["10.96.0.12"])
         bad["spec"]["ports"] = "eighty"
-        source.put(bad)
-        source.synced()
-        wait_for(controller.ready.is_set)
-        assert "frontend default_web_http" in configs(controller)[0]
-        assert "Service default/bad: spec.ports: expected a list" in caplog.text
-        assert controller.metrics.warnings._value.get() == 1
+        driven.source.put(bad)
+        driven.source.synced()
+        driven.settle()
+    assert "frontend fe_default_web_http" in driven.configs[0]
+    assert "Service default/bad: spec.ports: expected a list" in caplog.text
+    assert "warning: Service" not in caplog.text  # the level is the log line's, not doubled
+    assert driven.counter(driven.controller.metrics.warnings) == 1
 
 
 def test_findings_are_logged_once_not_at_every_apply(caplog):
-    source = ScriptedSource()
-    with running(source) as controller, caplog.at_level(logging.WARNING):
-        source.put(service(annotations={"kube2haproxy.io/balance": "fastest"}))
-        source.synced()
-        wait_for(controller.ready.is_set)
+    driven = Driven()
+    with caplog.at_level(logging.WARNING):
+        driven.source.put(service(annotations={"kube2haproxy.io/balance": "fastest"}))
+        driven.source.synced()
+        driven.settle()
         for i in range(3):
-            source.put(endpoint_slice(endpoints=[f"10.1.0.{i + 1}"]))
-            wait_for(lambda i=i: f"10.1.0.{i + 1}:8080" in configs(controller)[-1])
+            driven.source.put(endpoint_slice(endpoints=[f"10.1.0.{i + 1}"]))
+            driven.settle()
+            assert f"10.1.0.{i + 1}:8080" in driven.configs[-1]
     assert caplog.text.count("invalid value 'fastest'") == 1
 
 
 def test_unchanged_services_are_not_translated_again():
-    source = ScriptedSource()
-    with running(source) as controller:
-        for i in range(20):
-            source.put(service(f"s{i}", cluster_ips=[f"10.96.2.{i}"]))
-        source.synced()
-        wait_for(controller.ready.is_set)
-        first = {b.name: b for b in controller.applied_model.backends}
-        source.put(endpoint_slice("s3", endpoints=["10.1.0.9"]))
-        wait_for(lambda: len(configs(controller)) == 2)
-        second = {b.name: b for b in controller.applied_model.backends}
+    driven = Driven()
+    for i in range(20):
+        driven.source.put(service(f"s{i}", cluster_ips=[f"10.96.2.{i}"]))
+    driven.source.synced()
+    driven.settle()
+    first = {b.name: b for b in driven.controller.applied_model.backends}
+    driven.source.put(endpoint_slice("s3", endpoints=["10.1.0.9"]))
+    driven.settle()
+    assert len(driven.configs) == 2
+    second = {b.name: b for b in driven.controller.applied_model.backends}
     same = [name for name in first if first[name] is second[name]]
     assert len(same) == 19 and "default_s3_http" not in same
 
@@ -220,136 +301,94 @@ def test_metrics_exist_from_the_start():
         assert metric in text
 
 
-RUNTIME = replace(
-    FAST, run=replace(FAST.run, debounce_ms=300, max_delay_ms=2000, runtime_debounce_ms=5)
-)
-
-
-def start_with_one_service(source: ScriptedSource, controller: Controller) -> None:
-    """default/web on port 80 with one ready endpoint, synced and applied."""
-    source.put(service())
-    source.put(endpoint_slice(endpoints=["10.1.0.1"]))
-    source.synced()
-    wait_for(controller.ready.is_set)
-
-
 def test_endpoint_changes_go_through_the_runtime_api_without_a_reload():
-    applier = RecordingApplier()
-    source = ScriptedSource()
-    with running(source, applier=applier, settings=RUNTIME) as controller:
-        start_with_one_service(source, controller)
-        for i in range(2, 6):
-            source.put(endpoint_slice(endpoints=[f"10.1.0.{i}"]))
-            wait_for(
-                lambda i=i: (
-                    backend_servers(configs(controller)[-1], "default_web_http")
-                    == [f"10.1.0.{i}:8080"]
-                )
-            )
-        assert applier.reloads == 1  # the first config only
-        assert len(applier.commands) == 4
-        assert all(any("state ready" in c for c in batch) for batch in applier.commands)
-        assert controller.metrics.runtime_updates.labels("success")._value.get() == 4
+    driven = Driven(RUNTIME)
+    driven.start_with_one_service()
+    for i in range(2, 6):
+        driven.source.put(endpoint_slice(endpoints=[f"10.1.0.{i}"]))
+        driven.settle(0.01)  # the runtime debounce, not the reload's
+        assert backend_servers(driven.configs[-1], "default_web_http") == [f"10.1.0.{i}:8080"]
+    applier = driven.applier
+    assert applier.reloads == 1  # the first config only
+    updates = applier.runtime_updates
+    assert len(updates) == 4
+    assert all(any(c.after.ip.startswith("10.1.0.") for c in u.slots) for u in updates)
+    assert driven.counter(driven.controller.metrics.runtime_updates, "success") == 4
 
 
 def test_a_change_that_needs_a_reload_takes_its_endpoint_changes_along():
     """An endpoint change and a service change arrive together: one reload, not a runtime
     update followed by a reload (the reload waits for its longer debounce, and the endpoint
     change with it)."""
-    applier = RecordingApplier()
-    source = ScriptedSource()
-    with running(source, applier=applier, settings=RUNTIME) as controller:
-        start_with_one_service(source, controller)
-        source.put(endpoint_slice(endpoints=["10.1.0.2"]))
-        source.put(service(annotations={"kube2haproxy.io/balance": "leastconn"}))
-        wait_for(lambda: applier.reloads == 2)
-        time.sleep(0.4)
-        assert applier.commands == []
-        assert "balance leastconn" in configs(controller)[-1]
-        assert backend_servers(configs(controller)[-1], "default_web_http") == ["10.1.0.2:8080"]
+    driven = Driven(RUNTIME)
+    driven.start_with_one_service()
+    driven.source.put(endpoint_slice(endpoints=["10.1.0.2"]))
+    driven.source.put(service(annotations={"kube2haproxy.io/balance": "leastconn"}))
+    driven.settle(0.01)
+    assert driven.applier.reloads == 1  # waiting for the reload's debounce
+    driven.settle()
+    assert driven.applier.reloads == 2
+    assert driven.applier.runtime_updates == []
+    assert "balance leastconn" in driven.configs[-1]
+    assert backend_servers(driven.configs[-1], "default_web_http") == ["10.1.0.2:8080"]
 
 
 def test_endpoints_that_outgrow_the_slots_reload_once():
-    applier = RecordingApplier()
-    source = ScriptedSource()
-    with running(source, applier=applier, settings=RUNTIME) as controller:
-        start_with_one_service(source, controller)
-        source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 9)]))  # 8 fit
-        wait_for(lambda: len(applier.commands) == 1)
-        source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 10)]))  # 9 don't
-        wait_for(lambda: applier.reloads == 2)
-        assert controller.metrics.reload_reasons.labels("slots")._value.get() == 1
-        assert configs(controller)[-1].count("    server s") == 16
+    driven = Driven(RUNTIME)
+    driven.start_with_one_service()
+    driven.source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 9)]))  # 8 fit
+    driven.settle()
+    assert len(driven.applier.runtime_updates) == 1
+    driven.source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 10)]))  # 9 don't
+    driven.settle()
+    assert driven.applier.reloads == 2
+    assert driven.counter(driven.controller.metrics.reload_reasons, "slots") == 1
+    assert driven.configs[-1].count("    server s") == 16
+
+
+def test_a_runtime_update_that_goes_wrong_is_reloaded_instead():
+    driven = Driven(RUNTIME, applier=RefusingRuntime())
+    driven.start_with_one_service()
+    driven.source.put(endpoint_slice(endpoints=["10.1.0.2"]))
+    driven.settle(0.01)
+    metrics = driven.controller.metrics
+    assert driven.applier.reloads == 2
+    assert driven.counter(metrics.runtime_updates, "fallback") == 1
+    assert driven.counter(metrics.reload_reasons, "runtime_fallback") == 1
+    assert backend_servers(driven.configs[-1], "default_web_http") == ["10.1.0.2:8080"]
 
 
 def test_a_loop_that_stops_turning_is_reported_stalled():
-    now = [1000.0]
-    source = ScriptedSource()
-    controller = Controller(
-        settings=FAST,
-        sources=[source],
-        applier=RecordingApplier(),
-        renderer=Renderer(replace(FAST.render, runtime_socket="/r.sock")),
-        metrics=Metrics(),
-        clock=lambda: now[0],
-    )
-    assert not controller.stalled(60)
-    now[0] += 61  # the loop never ran: no heartbeat for 61 s
-    assert controller.stalled(60)
-
-
-class BlockingApplier(RecordingApplier):
-    """A host where some sockets cannot be listened on (another program holds them)."""
-
-    def __init__(self, blocked: set[tuple[str, int]]) -> None:
-        super().__init__()
-        self.blocked = blocked
-        self.tested: list[set[tuple[str, int]]] = []
-
-    def unbindable(self, binds, *, transparent):
-        self.tested.append(set(binds))
-        return {b: "Address already in use" for b in binds if b in self.blocked}
+    driven = Driven()
+    assert not driven.controller.stalled(60)
+    driven.clock.now += 61  # the loop never turned: no heartbeat for 61 s
+    assert driven.controller.stalled(60)
+    driven.controller.turn()
+    assert not driven.controller.stalled(60)
 
 
 def test_a_port_that_frees_up_brings_back_every_service_left_out_on_it():
     """Per-port: a wildcard socket that cannot be bound leaves out the services on that port,
     those that come later too; when it can be bound again, all of them are served."""
-    offset = [0.0]
-    applier = BlockingApplier({("0.0.0.0", 22)})
-    source = ScriptedSource()
+    host = BlockingHost({("0.0.0.0", 22)})
     settings = replace(FAST, render=replace(FAST.render, frontend_layout="per-port"))
-    controller = Controller(
-        settings=settings,
-        sources=[source],
-        applier=applier,
-        renderer=Renderer(replace(settings.render, runtime_socket="/run/k2h/admin.sock")),
-        metrics=Metrics(),
-        clock=lambda: time.monotonic() + offset[0],
-    )
-    controller.start_sources()
-    thread = threading.Thread(target=controller.run, daemon=True)
-    thread.start()
-    try:
-        source.put(service("a", cluster_ips=["10.96.0.1"], ports=[("ssh", 22)]))
-        source.put(service("web", cluster_ips=["10.96.0.9"], ports=[("http", 80)]))
-        source.synced()
-        wait_for(controller.ready.is_set)
-        assert "port_22" not in configs(controller)[-1]
-        source.put(service("b", cluster_ips=["10.96.0.2"], ports=[("ssh", 22)]))
-        wait_for(lambda: len(applier.tested) >= 2)
-        time.sleep(0.3)
-        assert "port_22" not in configs(controller)[-1]
+    driven = Driven(settings, host=host)
+    driven.source.put(service("a", cluster_ips=["10.96.0.1"], ports=[("ssh", 22)]))
+    driven.source.put(service("web", cluster_ips=["10.96.0.9"], ports=[("http", 80)]))
+    driven.source.synced()
+    driven.settle(1)
+    assert "port_22" not in driven.configs[-1]
+    driven.source.put(service("b", cluster_ips=["10.96.0.2"], ports=[("ssh", 22)]))
+    driven.settle(1)
+    assert len(host.tested) >= 2
+    assert "port_22" not in driven.configs[-1]
 
-        applier.blocked.clear()
-        offset[0] += 31  # the retest is due
-        source.put(service("web", cluster_ips=["10.96.0.9"], ports=[("http", 81)]))  # a wake-up
-        wait_for(lambda: "frontend port_22" in configs(controller)[-1])
-        maps = applier.files
-        routed = "".join(text for name, text in maps.items() if name.startswith("port-22-"))
-        assert routed == "10.96.0.1 default_a_ssh\n10.96.0.2 default_b_ssh\n"
-    finally:
-        controller.stop()
-        thread.join(timeout=5)
+    host.blocked.clear()
+    driven.settle(31)  # the retest is due: the freed port brings back both services
+    assert "frontend port_22" in driven.configs[-1]
+    maps = driven.applier.configs[-1].files
+    routed = "".join(text for name, text in maps.items() if name.startswith("port-22-"))
+    assert routed == "10.96.0.1 default_a_ssh\n10.96.0.2 default_b_ssh\n"
 
 
 def test_a_changed_pool_annotation_is_applied():
@@ -358,23 +397,21 @@ def test_a_changed_pool_annotation_is_applied():
         RUNTIME,
         translate=replace(RUNTIME.translate, vip_mode="pool", vip_cidr="10.200.0.0/16"),
     )
-    applier = RecordingApplier()
-    source = ScriptedSource()
-    with running(source, applier=applier, settings=settings) as controller:
-        start_with_one_service(source, controller)
-        assert "bind 10.200.7.7:80" not in configs(controller)[-1]
-        source.put(service(annotations={"kube2haproxy.io/vip": "10.200.7.7"}))
-        wait_for(lambda: "bind 10.200.7.7:80 transparent" in configs(controller)[-1])
-        assert applier.reloads == 2
+    driven = Driven(settings)
+    driven.start_with_one_service()
+    assert "bind 10.200.7.7:80" not in driven.configs[-1]
+    driven.source.put(service(annotations={"kube2haproxy.io/vip": "10.200.7.7"}))
+    driven.settle()
+    assert "bind 10.200.7.7:80 transparent" in driven.configs[-1]
+    assert driven.applier.reloads == 2
 
 
 def test_a_new_address_alone_is_applied_after_the_reload_debounce():
     """A change to a service's frontends with identical backends needs a reload; while the
     reload waits, the endpoint fast path must not take it for already applied."""
-    applier = RecordingApplier()
-    source = ScriptedSource()
-    with running(source, applier=applier, settings=RUNTIME) as controller:
-        start_with_one_service(source, controller)
-        source.put(service(externalIPs=["192.0.2.7"]))
-        wait_for(lambda: "bind 192.0.2.7:80 transparent" in configs(controller)[-1])
-        assert applier.reloads == 2
+    driven = Driven(RUNTIME)
+    driven.start_with_one_service()
+    driven.source.put(service(externalIPs=["192.0.2.7"]))
+    driven.settle()
+    assert "bind 192.0.2.7:80 transparent" in driven.configs[-1]
+    assert driven.applier.reloads == 2

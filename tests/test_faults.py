@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kube2haproxy.haproxy import MasterCLI
+from kube2haproxy.appliers.master import MasterCLI
 from tests.builders import endpoint_slice, service
 from tests.live import Backend, free_port, loopback_ip, responders, routes, wait_for
 from tests.test_run import controller, probe, supervised_args

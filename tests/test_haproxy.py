@@ -4,25 +4,34 @@ on disk is always a config HAProxy accepted."""
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import signal
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from kube2haproxy.applier import HAProxyApplier
+from kube2haproxy.appliers.cli_socket import unix_command
+from kube2haproxy.appliers.master import MasterCLI, parse_processes
+from kube2haproxy.appliers.master_cli import MasterCLIApplier
+from kube2haproxy.appliers.runtime import RuntimeAPI
+from kube2haproxy.appliers.supervisor import Supervisor, output_level
 from kube2haproxy.errors import CheckError, ConfigRefused, EnvironmentProblem, HAProxyUnavailable
-from kube2haproxy.haproxy import (
-    MasterCLI,
-    Supervisor,
-    output_level,
-    parse_processes,
-    unix_command,
+from tests.live import (
+    Backend,
+    applier_for,
+    capabilities_of,
+    free_port,
+    get,
+    load,
+    loopback_ip,
+    routes,
+    wait_for,
 )
-from tests.live import Backend, applier_for, free_port, get, loopback_ip, routes, wait_for
 from tests.live import haproxy_config as config
 
 SHOW_PROC = textwrap.dedent("""\
@@ -42,8 +51,8 @@ def test_parse_show_proc():
     processes = parse_processes(SHOW_PROC)
     assert (processes.master_pid, processes.reloads, processes.failed) == (1200, 3, 1)
     assert processes.workers == ((1302, 1), (1310, 0))
-    assert processes.old_workers == (1250,)
-    assert processes.current_worker == 1310
+    assert processes.old_workers == ((1250, 2),)
+    assert processes.current_worker == processes.serving_worker == 1310
 
 
 def test_parse_rejects_something_else():
@@ -79,7 +88,7 @@ def supervisor(tmp_path, haproxy_bin):
         sup.stop(grace_s=2)
 
 
-def test_supervised_start_reload_and_graceful_stop(world, supervisor):
+def test_supervised_start_reload_and_graceful_stop(world, supervisor, haproxy_bin):
     tmp, vip, port, (a, b, _) = world
     cfg = tmp / "haproxy.cfg"
     cfg.write_text(config(tmp, vip, port, [a]))
@@ -89,7 +98,7 @@ def test_supervised_start_reload_and_graceful_stop(world, supervisor):
     before = sup.master.processes()
 
     cfg.write_text(config(tmp, vip, port, [b]))
-    after = sup.master.reload(timeout_s=10)
+    after = sup.master.reload(capabilities_of(haproxy_bin), timeout_s=10)
     assert after.reloads == before.reloads + 1 and after.failed == 0
     assert after.current_worker not in {pid for pid, _ in before.workers}
     assert {get(vip, port) for _ in range(10)} == {"b"}
@@ -101,7 +110,7 @@ def test_supervised_start_reload_and_graceful_stop(world, supervisor):
         os.kill(pid, 0)
 
 
-def test_a_refused_reload_is_reported_and_the_old_worker_serves_on(world, supervisor):
+def test_a_refused_reload_is_reported_and_the_old_worker_serves_on(world, supervisor, haproxy_bin):
     tmp, vip, port, (a, _, _) = world
     cfg = tmp / "haproxy.cfg"
     cfg.write_text(config(tmp, vip, port, [a]))
@@ -110,7 +119,7 @@ def test_a_refused_reload_is_reported_and_the_old_worker_serves_on(world, superv
     # Passes `haproxy -c`, but cannot start: the address belongs to no interface.
     cfg.write_text(config(tmp, vip, port, [a], extra="frontend x\n    bind 192.0.2.1:1\n"))
     with pytest.raises(ConfigRefused, match="refused the new config"):
-        sup.master.reload(timeout_s=10)
+        sup.master.reload(capabilities_of(haproxy_bin), timeout_s=10)
     assert get(vip, port) == "a"
 
 
@@ -144,21 +153,21 @@ def test_applier_never_leaves_a_refused_config_on_disk(world, supervisor, haprox
     sup = supervisor(cfg)
     applier = applier_for(sup, binary=haproxy_bin, reload_timeout_s=10)
     good = config(tmp, vip, port, [a])
-    assert applier.apply(good).outcome == "started"
-    assert applier.apply(good).outcome == "unchanged"
+    assert load(applier, good).outcome == "started"
+    assert load(applier, good).outcome == "unchanged"
 
     with pytest.raises(CheckError, match="rejected"):
-        applier.apply(good + "    bogus_keyword\n")
+        load(applier, good + "    bogus_keyword\n")
     assert cfg.read_text() == good
     assert not [p for p in tmp.iterdir() if p.name.endswith(".tmp")]
 
     with pytest.raises(ConfigRefused):
-        applier.apply(good + "frontend x\n    bind 192.0.2.1:1\n")
+        load(applier, good + "frontend x\n    bind 192.0.2.1:1\n")
     assert cfg.read_text() == good  # restored: a restart would load what works
     assert get(vip, port) == "a"
 
     better = config(tmp, vip, port, [b, c])
-    assert applier.apply(better).outcome == "reloaded"
+    assert load(applier, better).outcome == "reloaded"
     assert cfg.read_text() == better
     assert {get(vip, port) for _ in range(20)} == {"b", "c"}
 
@@ -170,15 +179,18 @@ def test_attached_applier_reads_what_haproxy_runs(world, supervisor, haproxy_bin
     cfg.write_text(text)
     sup = supervisor(cfg)
     sup.start(ready_timeout_s=10)
-    attached = HAProxyApplier(
+    attached = MasterCLIApplier(
         config=cfg,
+        maps_dir=tmp / "maps",
         binary=haproxy_bin,
         check_timeout_s=30,
         reload_timeout_s=10,
         master=MasterCLI(sup.master.path),
+        runtime=RuntimeAPI(str(tmp / "admin.sock")),
+        check_capabilities=capabilities_of(haproxy_bin),
     )
     reloads = sup.master.processes().reloads
-    assert attached.apply(text).outcome == "unchanged"  # a restarted controller: no reload
+    assert load(attached, text).outcome == "unchanged"  # a restarted controller: no reload
     assert sup.master.processes().reloads == reloads
     assert attached.healthy()
 
@@ -209,10 +221,10 @@ def test_an_haproxy_left_running_is_adopted_not_doubled(world, supervisor, hapro
 
     second = supervisor(cfg)
     applier = applier_for(second, binary=haproxy_bin, reload_timeout_s=10)
-    assert applier.apply(config(tmp, vip, port, [b])).outcome == "adopted and reloaded"
+    assert load(applier, config(tmp, vip, port, [b])).outcome == "adopted and reloaded"
     assert second.adopted and second.pid == orphan
     assert {get(vip, port) for _ in range(10)} == {"b"}  # reloaded, one master
-    assert applier.apply(config(tmp, vip, port, [a, b])).outcome == "reloaded"
+    assert load(applier, config(tmp, vip, port, [a, b])).outcome == "reloaded"
     second.stop(grace_s=5)
     wait_for(lambda: not _alive(orphan), what="the adopted haproxy stopped")
 
@@ -249,10 +261,10 @@ def test_an_apply_during_a_pending_restart_starts_one_master_only(world, supervi
     )
     applier = applier_for(sup, binary=haproxy_bin, reload_timeout_s=10)
     try:
-        applier.apply(config(tmp, vip, port, [a]))
+        load(applier, config(tmp, vip, port, [a]))
         os.kill(sup.pid, signal.SIGKILL)
         wait_for(lambda: not sup.running, what="the master gone")
-        assert applier.apply(config(tmp, vip, port, [b])).outcome == "started"
+        assert load(applier, config(tmp, vip, port, [b])).outcome == "started"
         time.sleep(1.5)  # the watcher's backoff ends
         masters = [p for p in _haproxy_masters() if str(tmp) in p[1]]
         assert len(masters) == 1, masters
@@ -269,13 +281,13 @@ def test_a_config_that_cannot_start_leaves_nothing_behind(world, supervisor, hap
     applier = applier_for(sup, binary=haproxy_bin, reload_timeout_s=10)
     unbindable = config(tmp, vip, port, [a]) + "frontend x\n    bind 192.0.2.1:1\n"
     with pytest.raises(ConfigRefused, match=r"haproxy\.cfg\.rejected") as caught:
-        applier.apply(unbindable)
+        load(applier, unbindable)
     assert "cannot bind socket" in caught.value.output
     assert (tmp / "haproxy.cfg.rejected").read_text() == unbindable  # kept for the operator
     time.sleep(1.5)  # no restart loop on a config that cannot start
     assert not sup.running and [p for p in _haproxy_masters() if str(tmp) in p[1]] == []
     assert not cfg.exists()  # nothing HAProxy refused stays on disk
-    assert applier.apply(config(tmp, vip, port, [a])).outcome == "started"
+    assert load(applier, config(tmp, vip, port, [a])).outcome == "started"
 
 
 def _haproxy_masters() -> list[tuple[int, str]]:
@@ -334,3 +346,70 @@ def _haproxy_masters() -> list[tuple[int, str]]:
 )
 def test_haproxy_output_levels(line, level):
     assert output_level(line) == level
+
+
+def test_a_reload_slower_than_any_socket_timeout_is_confirmed(world, supervisor, haproxy_bin):
+    """From 2.7 the master answers `reload` once the new worker loaded: a config that takes
+    longer than the master CLI's usual 5 s timeout (a Lua file that sleeps while it loads) is
+    still confirmed as reloaded, within the reload timeout."""
+    tmp, vip, port, (a, b, _) = world
+    sup = supervisor(tmp / "haproxy.cfg")
+    applier = applier_for(sup, binary=haproxy_bin, reload_timeout_s=60)
+    assert load(applier, config(tmp, vip, port, [a])).outcome == "started"
+    slow = tmp / "slow.lua"
+    slow.write_text('os.execute("sleep 6")\n')
+    text = config(tmp, vip, port, [b]).replace("global\n", f"global\n    lua-load {slow}\n", 1)
+    report = load(applier, text)
+    assert report.outcome == "reloaded"
+    assert report.apply_s > 5
+    assert {get(vip, port) for _ in range(10)} == {"b"}
+
+
+def test_a_refused_reload_never_looks_ready_and_drops_no_open_connection(
+    world, supervisor, haproxy_bin
+):
+    """A config that passes `haproxy -c` but cannot start: the applier reports it refused (not
+    a worker that was merely listed), the worker that served goes on serving, and a client's
+    open connection through it sees no error while HAProxy tries and fails."""
+    tmp, vip, port, _ = world
+    keepalive = Backend("k", keepalive=True)
+    try:
+        sup = supervisor(tmp / "haproxy.cfg")
+        applier = applier_for(sup, binary=haproxy_bin, reload_timeout_s=30)
+        good = config(tmp, vip, port, [keepalive])
+        load(applier, good)
+        serving = sup.master.processes().serving_worker
+        connection = http.client.HTTPConnection(vip, port, timeout=5)
+        failures: list[str] = []
+        answered = 0
+        stop = threading.Event()
+
+        def client() -> None:
+            nonlocal answered
+            while not stop.is_set():
+                try:
+                    connection.request("GET", "/")
+                    response = connection.getresponse()
+                    assert response.read() == b"k"
+                    answered += 1
+                except (OSError, http.client.HTTPException, AssertionError) as exc:
+                    failures.append(repr(exc))
+                    return
+
+        thread = threading.Thread(target=client, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: answered > 10, what="the open connection in use")
+            with pytest.raises(ConfigRefused):
+                load(applier, good + "frontend x\n    bind 192.0.2.1:1\n")
+            seen = answered
+            wait_for(lambda: answered > seen + 10, what="the connection still answered")
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+            connection.close()
+        assert failures == []
+        assert sup.master.processes().serving_worker == serving
+        assert (tmp / "haproxy.cfg").read_text() == good
+    finally:
+        keepalive.close()

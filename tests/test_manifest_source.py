@@ -11,9 +11,22 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
+from watchdog.events import (
+    DirCreatedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
 
-from kube2haproxy.manifests import ManifestSource
+from kube2haproxy.manifests import ManifestSource, _Poke
 from kube2haproxy.resources import Key, Kind
 from kube2haproxy.store import Event
 from tests.builders import endpoint_slice, service
@@ -190,3 +203,25 @@ def test_an_alias_bomb_among_the_files_is_refused_and_the_rest_served(tmp_path, 
         assert any("bomb.yaml:1:1: YAML aliases refused" in r.getMessage() for r in caplog.records)
     finally:
         source.stop()
+
+
+@pytest.mark.parametrize(
+    ("event", "change"),
+    [
+        (FileOpenedEvent("/m/a.yaml"), False),  # our own reads, among others'
+        (FileClosedNoWriteEvent("/m/a.yaml"), False),
+        (FileModifiedEvent("/m/a.yaml"), True),
+        (FileClosedEvent("/m/a.yaml"), True),  # closed after a write
+        (FileCreatedEvent("/m/b.yml"), True),
+        (FileDeletedEvent("/m/a.json"), True),
+        (FileMovedEvent("/m/.a.yaml.tmp", "/m/a.yaml"), True),  # an editor's atomic save
+        (FileModifiedEvent("/m/notes.txt"), False),  # not a manifest
+        (DirModifiedEvent("/m"), False),  # follows every entry's own event
+        (DirCreatedEvent("/m/sub"), True),  # may carry manifests
+        (DirMovedEvent("/m/old", "/m/new"), True),
+    ],
+)
+def test_only_writes_creations_deletions_and_moves_are_changes(event, change):
+    changed = threading.Event()
+    _Poke(changed).on_any_event(event)
+    assert changed.is_set() is change

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kube2haproxy.plan import Action, diff, plan
+from kube2haproxy.appliers.runtime import slot_commands
+from kube2haproxy.model import Backend, Model, Server, ServerState, hostport
+from kube2haproxy.plan import Action, Reason, correct, diff, fit, plan, slot_changes
 from tests.builders import endpoint_slice, run, service
 
 
@@ -22,7 +24,11 @@ BASE = [
 
 def test_first_apply_is_a_reload():
     decision = plan(None, model(*BASE))
-    assert (decision.action, decision.reasons) == (Action.RELOAD, ("initial config",))
+    assert (decision.action, decision.reasons, decision.details) == (
+        Action.RELOAD,
+        (Reason.INITIAL,),
+        ("initial config",),
+    )
 
 
 def test_same_cluster_is_nothing_to_do():
@@ -73,7 +79,7 @@ def test_same_cluster_is_nothing_to_do():
         (
             [service("web", cluster_ips=["10.96.0.10"], externalIPs=["203.0.113.1"]), *BASE[1:]],
             "frontends_changed",
-            ("default_web_http",),
+            ("fe_default_web_http",),
             "frontends changed: 1",
         ),
         (
@@ -82,7 +88,7 @@ def test_same_cluster_is_nothing_to_do():
                 *BASE[1:],
             ],
             "frontends_changed",
-            ("default_web_admin",),
+            ("fe_default_web_admin",),
             "frontends changed: 1",
         ),
         (
@@ -98,9 +104,9 @@ def test_each_kind_of_change(after, field, names, reason):
     decision = plan(model(*BASE), model(*after))
     runtime = field == "servers_changed"  # endpoints moving within their slots: no reload
     assert decision.action is (Action.RUNTIME if runtime else Action.RELOAD)
-    assert bool(decision.commands) is runtime
+    assert bool(decision.slots) is runtime
     assert getattr(decision.changes, field) == names
-    assert reason in decision.reasons
+    assert reason in decision.details
 
 
 def test_added_services_are_not_repeated_as_frontends_and_backends():
@@ -122,19 +128,17 @@ def test_servers_only_tells_endpoint_churn_from_the_rest():
 def test_many_services_are_counted_not_listed():
     extra = [service(f"s{i}", cluster_ips=[f"10.96.1.{i}"]) for i in range(5)]
     decision = plan(model(*BASE), model(*BASE, *extra))
-    assert "services added: default/s0, default/s1, default/s2 (+2 more)" in decision.reasons
+    assert "services added: default/s0, default/s1, default/s2 (+2 more)" in decision.details
+    assert decision.reasons == (Reason.SERVICES,)
 
 
 def test_global_settings_force_a_reload():
     decision = plan(model(*BASE), model(*BASE), globals_changed=True)
     assert decision.action is Action.RELOAD
-    assert decision.reasons == ("global settings changed",)
+    assert (decision.reasons, decision.details) == ((Reason.GLOBALS,), ("global settings changed",))
 
 
-# --- runtime commands and drift ------------------------------------------------------------------
-
-from kube2haproxy.model import Backend, Server, ServerState, hostport  # noqa: E402
-from kube2haproxy.plan import Observed, drift, runtime_commands  # noqa: E402
+# --- runtime slot changes (as the runtime API's commands) and drift -----------------------------
 
 PARKED = ("127.0.0.1", 1, ServerState.PARKED)
 
@@ -240,11 +244,17 @@ READY, DRAIN = ServerState.READY, ServerState.DRAIN
     ],
 )
 def test_runtime_commands(before, after, commands):
-    assert runtime_commands(backend(*before), backend(*after)) == commands
+    assert commands_of(slot_changes(backend(*before), backend(*after))) == commands
 
 
-def observed(ip: str, port: int, *, maintenance: bool = False, draining: bool = False):
-    return Observed(ip, port, maintenance, draining)
+def commands_of(changes) -> list[str]:
+    return [command for change in changes for command in slot_commands(change)]
+
+
+def observed(ip: str, port: int, *, maintenance: bool = False, draining: bool = False) -> Server:
+    """A server line as HAProxy reports it (appliers turn `show servers state` into these)."""
+    state = READY if not (maintenance or draining) else DRAIN if not maintenance else PARKED[2]
+    return Server("", ip, port, hostport(ip, port), state)
 
 
 @pytest.mark.parametrize(
@@ -288,21 +298,18 @@ def observed(ip: str, port: int, *, maintenance: bool = False, draining: bool = 
     ],
 )
 def test_drift_is_found_and_corrected(seen, commands):
-    from kube2haproxy.model import Model
-
     expected = Model(backends=(backend(("10.0.0.1", 80, READY), PARKED),))
-    found = drift(expected, {("ns_web_http", name): o for name, o in seen.items()})
-    assert list(found.commands) == commands
-    assert found.empty is (not commands)
-    assert found.missing == ()
+    found = correct(expected, {("ns_web_http", name): o for name, o in seen.items()})
+    assert commands_of(found.slots) == commands
+    assert found.action is (Action.RUNTIME if commands else Action.NONE)
+    assert found.reasons == ((Reason.DRIFT,) if commands else ())
 
 
 def test_a_server_missing_in_haproxy_needs_a_reload():
-    from kube2haproxy.model import Model
-
     expected = Model(backends=(backend(("10.0.0.1", 80, READY), PARKED),))
-    found = drift(expected, {("ns_web_http", "s1"): observed("10.0.0.1", 80)})
-    assert found.missing == ("ns_web_http/s2",) and not found.empty
+    found = correct(expected, {("ns_web_http", "s1"): observed("10.0.0.1", 80)})
+    assert (found.action, found.reasons, found.force) == (Action.RELOAD, (Reason.DRIFT,), True)
+    assert "ns_web_http/s2" in found.details[0]
 
 
 def test_slot_count_changes_need_a_reload():
@@ -317,7 +324,8 @@ def test_slot_count_changes_need_a_reload():
     decision = plan(model(*BASE), model(*many))
     assert decision.action is Action.RELOAD
     assert decision.changes.slots_changed == ("default_api_grpc", "default_api_http")
-    assert "server slots resized: 2" in decision.reasons
+    assert "server slots resized: 2" in decision.details
+    assert decision.reasons == (Reason.SLOTS,)
 
 
 def _web(n: int, **extra):
@@ -328,8 +336,6 @@ def _web(n: int, **extra):
 
 
 def test_a_scale_down_keeps_the_running_slots_and_needs_no_reload():
-    from kube2haproxy.plan import fit
-
     big, small = model(*_web(10)), model(*_web(2))
     assert len(big.backends[0].servers) == 16 and len(small.backends[0].servers) == 8
     fitted = fit(big, small)
@@ -338,12 +344,11 @@ def test_a_scale_down_keeps_the_running_slots_and_needs_no_reload():
         "10.1.0.1:8080",
         "10.1.0.2:8080",
     ]
-    assert plan(big, fitted).action is Action.RUNTIME
+    decision = plan(big, small)  # plan fits by itself
+    assert decision.action is Action.RUNTIME and decision.model == fitted
 
 
 def test_endpoints_that_no_longer_fit_grow_the_slots_with_a_reload():
-    from kube2haproxy.plan import fit
-
     small, big = model(*_web(2)), model(*_web(10))
     fitted = fit(small, big)
     assert fitted == big and len(fitted.backends[0].servers) == 16
@@ -353,17 +358,13 @@ def test_endpoints_that_no_longer_fit_grow_the_slots_with_a_reload():
 
 
 def test_filling_the_free_slots_is_still_a_runtime_update():
-    from kube2haproxy.plan import fit
-
     before, after = model(*_web(4)), model(*_web(8))  # 8 slots; 8 endpoints need 16 to keep 4 free
     fitted = fit(before, after)
     assert len(fitted.backends[0].servers) == 8
-    assert plan(before, fitted).action is Action.RUNTIME
+    assert plan(before, after).action is Action.RUNTIME
 
 
 def test_any_other_change_brings_the_slots_back_to_their_computed_count():
-    from kube2haproxy.plan import fit
-
     big = model(*_web(10))
     other = model(*_web(2, annotations={"kube2haproxy.io/balance": "leastconn"}))
     assert fit(big, other) == other and len(other.backends[0].servers) == 8

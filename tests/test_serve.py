@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from kube2haproxy.appliers.supervisor import Supervisor
 from kube2haproxy.controller import Controller
-from kube2haproxy.haproxy import Supervisor
 from kube2haproxy.kube import KubeSource, api_client
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.render import Renderer
@@ -24,6 +24,7 @@ from kube2haproxy.settings import (
     Settings,
     TranslateSettings,
 )
+from kube2haproxy.sockets import LocalHost
 from tests.builders import ScriptedSource, endpoint, endpoint_slice, service
 from tests.fakeapi import FakeKubeAPI
 from tests.live import (
@@ -61,6 +62,7 @@ def serving(
         applier=applier,
         renderer=Renderer(render),
         metrics=Metrics(),
+        host=LocalHost(pids=applier.pids, transparent=render.bind_transparent),
     )
     controller.start_sources()
     thread = threading.Thread(target=controller.run, daemon=True)
@@ -242,6 +244,7 @@ def test_a_service_created_at_the_api_is_served_through_cut_watches(
             applier=applier,
             renderer=Renderer(settings.render),
             metrics=Metrics(),
+            host=LocalHost(pids=applier.pids, transparent=settings.render.bind_transparent),
         )
         controller.start_sources()
         thread = threading.Thread(target=controller.run, daemon=True)
@@ -260,7 +263,9 @@ def test_a_service_created_at_the_api_is_served_through_cut_watches(
             api.unhang()
             api.drop_watches()
             wait_for(
-                lambda: "frontend default_web_http" not in (tmp_path / "haproxy.cfg").read_text(),
+                lambda: (
+                    "frontend fe_default_web_http" not in (tmp_path / "haproxy.cfg").read_text()
+                ),
                 what="the deletion after a relist",
             )
         finally:

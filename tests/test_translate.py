@@ -195,7 +195,7 @@ def test_unnamed_port_named_by_number_and_matched_to_unnamed_slice_port():
         service(ports=[("", 9200)]), endpoint_slice(endpoints=["10.1.0.1"], ports=[("", 9200)])
     )
     assert servers(result, "default_web_9200") == ["10.1.0.1:9200"]
-    assert [f.name for f in result.model.frontends] == ["default_web_9200"]
+    assert [f.name for f in result.model.frontends] == ["fe_default_web_9200"]
 
 
 @pytest.mark.parametrize(
@@ -209,7 +209,7 @@ def test_udp_and_sctp_ports_skipped_with_reason(protocol, reason):
             "dns", endpoints=["10.1.0.1"], ports=[("dns", 53, protocol), ("dns-tcp", 53, "TCP")]
         ),
     )
-    assert [f.name for f in result.model.frontends] == ["default_dns_dns-tcp"]
+    assert [f.name for f in result.model.frontends] == ["fe_default_dns_dns-tcp"]
     (skip,) = [f for f in result.findings if f.skip is reason]
     # Skipped by design, nothing to fix: information (--strict must pass on real clusters).
     assert (skip.severity, skip.subject, skip.field) == (
@@ -248,7 +248,7 @@ def test_invalid_ports_are_skipped_with_the_field_named(raw, field):
         service(ports=[raw, ("ok", 81)]),
         endpoint_slice(ports=[("ok", 8081)], endpoints=["10.1.0.1"]),
     )
-    assert [f.name for f in result.model.frontends] == ["default_web_ok"]
+    assert [f.name for f in result.model.frontends] == ["fe_default_web_ok"]
     assert [(f.subject, f.field) for f in result.warnings] == [("Service default/web", field)]
 
 
@@ -301,7 +301,10 @@ def test_proxy_name_label_matching_ours_is_served_and_unlabelled_too():
     ours = service(labels={"service.kubernetes.io/service-proxy-name": "pool-a"})
     plain = service("api", cluster_ips=["10.96.0.11"])
     result = run(ours, plain, proxy_name="pool-a")
-    assert [f.name for f in result.model.frontends] == ["default_api_http", "default_web_http"]
+    assert [f.name for f in result.model.frontends] == [
+        "fe_default_api_http",
+        "fe_default_web_http",
+    ]
 
 
 def test_service_without_any_vip_is_skipped_with_warning():
@@ -700,7 +703,7 @@ def test_port_names_the_api_server_accepts_are_served(name):
         service(ports=[(name, 80)]),
         endpoint_slice(ports=[(name, 8080)], endpoints=["10.1.0.1"]),
     )
-    assert [f.name for f in result.model.frontends] == [f"default_web_{name}"]
+    assert [f.name for f in result.model.frontends] == [f"fe_default_web_{name}"]
     assert servers(result, f"default_web_{name}") == ["10.1.0.1:8080"]
     assert result.warnings == ()
     # v1 Endpoints port names too (k/k validateEndpointPort: ValidateDNS1123Label).

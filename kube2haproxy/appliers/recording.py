@@ -1,0 +1,34 @@
+"""recording: an applier that keeps every plan and config it is given; for dry runs and tests."""
+
+from __future__ import annotations
+
+from kube2haproxy.appliers import ApplyReport, Config, Outcome, Running
+from kube2haproxy.plan import Action, Plan
+
+
+class RecordingApplier:
+    def __init__(self) -> None:
+        self.plans: list[Plan] = []
+        self.configs: list[Config] = []
+
+    @property
+    def reloads(self) -> int:
+        return sum(1 for p in self.plans if p.action is Action.RELOAD)
+
+    @property
+    def runtime_updates(self) -> list[Plan]:
+        return [p for p in self.plans if p.action is Action.RUNTIME]
+
+    def apply(self, plan: Plan, config: Config) -> ApplyReport:
+        self.plans.append(plan)
+        self.configs.append(config)
+        return ApplyReport(Outcome.RECORDED)
+
+    def observe(self) -> Running | None:
+        return None
+
+    def healthy(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,204 @@
+"""runtime: the worker's stats socket (HAProxy's runtime API): slot changes as `set server`
+commands, their replies checked against the exact forms the running version gives, and the
+server lines HAProxy runs (`show servers state`).
+
+The only code that writes runtime API text. A reply that is not one of the forms a success
+takes, in the running version, is an error: the caller reloads instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kube2haproxy.appliers.cli_socket import split_replies, unix_command
+from kube2haproxy.capabilities import Capabilities
+from kube2haproxy.errors import HAProxyUnavailable, RuntimeUpdateError
+from kube2haproxy.model import Server, ServerState, hostport
+from kube2haproxy.plan import SlotChange
+
+BY_CLI = "by 'stats socket command'"
+_IP = r"IP changed from '[^']*' to '(?P<ip>[^']*)'"
+_PORT = r"port changed from '[^']*' to '(?P<port>[^']*)'"
+# 2.6 says both parts, each changed or not.
+_ADDR_REPLY_BOTH = re.compile(
+    rf"(?:{_IP}|no need to change the addr), (?:{_PORT}|no need to change the port) {BY_CLI}"
+)
+# 3.0 and later say only what changed, or that nothing did.
+_ADDR_REPLY_CHANGED = re.compile(
+    rf"(?:{_IP}(?:, {_PORT.replace('<port>', '<both_port>')})?|{_PORT}) {BY_CLI}|nothing changed"
+)
+
+
+def slot_commands(change: SlotChange) -> list[str]:
+    """One slot from `change.before` to `change.after`. A slot that empties goes to maintenance,
+    then back to the parked address; a slot that takes an endpoint goes to maintenance (if it
+    served another one), gets the address, then its state. Established connections are never
+    cut: maintenance and drain only stop new ones."""
+    old, new = change.before, change.after
+    target = f"set server {change.backend}/{change.server}"
+    commands = []
+    moved = (old.ip, old.port) != (new.ip, new.port)
+    if new.parked or moved:
+        if not old.parked:
+            commands.append(f"{target} state maint")
+        if moved:
+            commands.append(f"{target} addr {new.ip} port {new.port}")
+    if not new.parked and (moved or old.state is not new.state):
+        commands.append(f"{target} state {new.state.value}")
+    return commands
+
+
+def unexpected_reply(command: str, reply: str, capabilities: Capabilities) -> str | None:
+    """None when HAProxy answered `command` exactly as a success looks in this version, else
+    what is wrong. `set server ... state X` answers nothing; `set server ... addr A port P` says
+    what it changed, naming the new address and port."""
+    words = command.split()
+    if words[3:4] == ["state"]:
+        return None if reply == "" else f"{command!r}: {reply!r}"
+    if words[3:4] == ["addr"] and len(words) == 7:
+        grammar = _ADDR_REPLY_CHANGED if capabilities.addr_reply_changed_only else _ADDR_REPLY_BOTH
+        match = grammar.fullmatch(reply)
+        if match is None:
+            return f"{command!r}: {reply!r}"
+        if match["ip"] is not None and not _same_ip(match["ip"], words[4]):
+            return f"{command!r}: HAProxy set the address {match['ip']!r}"
+        port = match["port"] or match.groupdict().get("both_port")
+        if port is not None and port != words[6]:
+            return f"{command!r}: HAProxy set the port {port!r}"
+        return None
+    return f"{command!r}: not a command this applier sends"
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+class RuntimeAPI:
+    """The stats socket of the current worker."""
+
+    def __init__(self, path: str, *, timeout_s: float = 5.0, batch: int = 64) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        self.batch = batch
+
+    def execute(self, commands: Sequence[str]) -> list[str]:
+        """Run commands in batches (`a; b; c` on one line, one connection per batch) and return
+        one reply per command (its text without the terminating empty line)."""
+        replies: list[str] = []
+        for start in range(0, len(commands), self.batch):
+            chunk = commands[start : start + self.batch]
+            if any(";" in c or "\n" in c for c in chunk):
+                raise ValueError("a runtime command may not contain ';' or a newline")
+            text = unix_command(
+                self.path, "; ".join(chunk), timeout_s=self.timeout_s, half_close=False
+            )
+            got = split_replies(text)
+            if len(got) != len(chunk):
+                raise HAProxyUnavailable(
+                    f"{self.path}: {len(got)} replies to {len(chunk)} commands: {text[:300]!r}"
+                )
+            replies.extend(got)
+        return replies
+
+    def apply(self, changes: Sequence[SlotChange], capabilities: Capabilities) -> int:
+        """Apply slot changes, checking every reply; the number of commands sent.
+        RuntimeUpdateError when anything does not go exactly as planned."""
+        commands = [command for change in changes for command in slot_commands(change)]
+        try:
+            replies = self.execute(commands)
+        except (HAProxyUnavailable, ValueError) as exc:
+            raise RuntimeUpdateError(str(exc)) from exc
+        for command, reply in zip(commands, replies, strict=True):
+            problem = unexpected_reply(command, reply, capabilities)
+            if problem is not None:
+                raise RuntimeUpdateError(problem)
+        return len(commands)
+
+    def command(self, command: str, *, timeout_s: float | None = None) -> str:
+        """One command, its whole answer (for dumps such as `show servers state`)."""
+        return unix_command(
+            self.path, command, timeout_s=timeout_s or self.timeout_s, half_close=False
+        )
+
+    def servers(self) -> dict[tuple[str, str], Server]:
+        """Every server line HAProxy runs, as the model would have it."""
+        text = self.command("show servers state", timeout_s=max(self.timeout_s, 30.0))
+        return {key: status.as_server(key[1]) for key, status in parse_servers_state(text).items()}
+
+
+# srv_admin_state bits (HAProxy's SRV_ADMF_*) and srv_op_state values (SRV_ST_*).
+ADMIN_FORCED_MAINT, ADMIN_INHERITED_MAINT, ADMIN_CONFIG_MAINT = 0x01, 0x02, 0x04
+ADMIN_FORCED_DRAIN, ADMIN_INHERITED_DRAIN = 0x08, 0x10
+ADMIN_RESOLVE_MAINT, ADMIN_HOSTNAME_MAINT = 0x20, 0x40
+OP_STOPPED, OP_RUNNING = 0, 2
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """One line of `show servers state`."""
+
+    addr: str
+    port: int
+    op_state: int
+    admin: int
+    weight: int
+
+    @property
+    def in_maintenance(self) -> bool:
+        """Forced or inherited maintenance; `disabled` in the config (CMAINT) counts only while
+        the server is stopped: `set server state ready` makes it run but leaves the bit set."""
+        forced = (
+            ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLVE_MAINT | ADMIN_HOSTNAME_MAINT
+        )
+        return bool(self.admin & forced) or bool(
+            self.admin & ADMIN_CONFIG_MAINT and self.op_state == OP_STOPPED
+        )
+
+    @property
+    def draining(self) -> bool:
+        return bool(self.admin & (ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN)) or self.weight == 0
+
+    def as_server(self, name: str) -> Server:
+        """The line as a model server: in maintenance is parked (the model parks no slot
+        elsewhere than at the parked address, so a maintained slot elsewhere differs)."""
+        state = (
+            ServerState.PARKED
+            if self.in_maintenance
+            else ServerState.DRAIN
+            if self.draining
+            else ServerState.READY
+        )
+        return Server(name, self.addr, self.port, hostport(self.addr, self.port), state)
+
+
+def parse_servers_state(text: str) -> dict[tuple[str, str], ServerStatus]:
+    """(backend, server) -> status, from `show servers state` (format version 1)."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "1":
+        raise HAProxyUnavailable(f"unexpected 'show servers state' format: {text[:200]!r}")
+    header: list[str] = []
+    out: dict[tuple[str, str], ServerStatus] = {}
+    for line in lines[1:]:
+        if line.startswith("#"):
+            header = line.lstrip("# ").split()
+            continue
+        if not line.strip():
+            continue
+        fields = dict(zip(header, line.split(), strict=False))
+        try:
+            out[(fields["be_name"], fields["srv_name"])] = ServerStatus(
+                addr=fields["srv_addr"],
+                port=int(fields["srv_port"]),
+                op_state=int(fields["srv_op_state"]),
+                admin=int(fields["srv_admin_state"]),
+                weight=int(fields["srv_uweight"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise HAProxyUnavailable(f"cannot read 'show servers state' line {line!r}") from exc
+    return out
