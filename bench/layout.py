@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import endpoint_slice, service, store_of
 from harness import check_config
 
-from kube2haproxy import heap
+from kube2haproxy import gc_tuning
 from kube2haproxy.layouts import layout as layout_of
 from kube2haproxy.render import Renderer
-from kube2haproxy.settings import RenderSettings, TranslateSettings
+from kube2haproxy.settings import RenderPaths, RenderSettings, TranslateSettings
 from kube2haproxy.store import Store
 from kube2haproxy.translate import translate
 
@@ -135,21 +135,18 @@ def main() -> None:
     )
     for services in args.services:
         snapshot = mixed_cluster(services, args.endpoints).snapshot()
-        heap.settle()
+        gc_tuning.settle()
         for layout in ("per-service", "per-port"):
             with tempfile.TemporaryDirectory() as tmp:
                 maps = Path(tmp) / "maps"
                 maps.mkdir()
                 renderer = Renderer(
-                    RenderSettings(
-                        frontend_layout=layout,
-                        maps_dir=str(maps),
-                        runtime_socket=f"{tmp}/admin.sock",
-                    )
+                    RenderSettings(frontend_layout=layout),
+                    RenderPaths(runtime_socket=f"{tmp}/admin.sock", maps_dir=str(maps)),
                 )
                 render_s = []
                 for _ in range(args.repeat):
-                    with heap.paused():
+                    with gc_tuning.paused():
                         t0 = time.perf_counter()
                         model = translate(snapshot, TranslateSettings()).model
                         text = renderer.render(model)

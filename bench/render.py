@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import cluster, store_of
 from harness import check_config
 
-from kube2haproxy import heap
+from kube2haproxy import gc_tuning
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import RenderSettings, TranslateSettings
 from kube2haproxy.translate import translate
@@ -48,12 +48,12 @@ def main() -> None:
         snapshot = store_of(cluster(services, args.endpoints)).snapshot()
         renderer = Renderer(RenderSettings())
         settings = TranslateSettings()
-        heap.settle()  # as the CLI and the controller do after loading
+        gc_tuning.settle()  # as the CLI and the controller do after loading
 
         translate_s, render_s, total_s = [], [], []
         text = ""
         for _ in range(args.repeat):
-            with heap.paused():
+            with gc_tuning.paused():
                 t0 = time.perf_counter()
                 model = translate(snapshot, settings).model
                 t1 = time.perf_counter()

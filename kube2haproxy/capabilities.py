@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from kube2haproxy.errors import EnvironmentProblem
+from kube2haproxy.errors import UnsupportedVersion
 
 _VERSION = re.compile(r"(?:HAProxy version )?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?\S*")
 
@@ -39,10 +39,6 @@ def parse_version(text: str) -> Version:
 
 
 OLDEST = Version(2, 6)
-
-
-class UnsupportedVersion(EnvironmentProblem):
-    """An HAProxy older than the oldest supported one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,9 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from kube2haproxy.capabilities import Version, parse_version
@@ -105,6 +107,35 @@ def keep_rejected(destination: Path, text: str) -> Path:
     except EnvironmentProblem as exc:
         log.error("%s", exc)
     return path
+
+
+@dataclass(frozen=True, slots=True)
+class Installed:
+    check_output: str  # warnings `haproxy -c` printed for the config it accepted
+    check_s: float  # how long the check took
+
+
+def install(
+    destination: Path,
+    text: str,
+    *,
+    files: Mapping[str, str],
+    maps_dir: Path,
+    binary: str | None,
+    timeout_s: float,
+) -> Installed:
+    """The one order a config is put in place, for the dry run (`render -o`) and the appliers
+    alike: the files it refers to first (content-addressed: a running config's never change),
+    then the config staged beside its destination, checked with `haproxy -c` (unless `binary`
+    is None: no check asked), renamed into place. A CheckError (the refused config kept as
+    `.rejected`) leaves the destination as it was."""
+    write_files(maps_dir, files)
+    staged = Staged(destination, text)
+    started = time.monotonic()
+    output = staged.check(binary=binary, timeout_s=timeout_s) if binary is not None else ""
+    check_s = time.monotonic() - started
+    staged.commit()
+    return Installed(output, check_s)
 
 
 def write_atomic(destination: Path, text: str, *, mode: int | None = None) -> None:

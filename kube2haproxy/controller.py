@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from kube2haproxy import heap
+from kube2haproxy import gc_tuning
 from kube2haproxy import plan as planner
 from kube2haproxy.appliers import Applier, ApplyReport, Config, Outcome
 from kube2haproxy.errors import (
@@ -30,6 +30,7 @@ from kube2haproxy.errors import (
     Kube2HAProxyError,
     RuntimeUpdateError,
 )
+from kube2haproxy.events import Event, EventType, Source
 from kube2haproxy.findings import Finding, Severity, SkipReason
 from kube2haproxy.layouts import layout
 from kube2haproxy.metrics import Metrics
@@ -39,7 +40,7 @@ from kube2haproxy.render import Renderer
 from kube2haproxy.resources import Key, Kind
 from kube2haproxy.schedule import Due, Schedule
 from kube2haproxy.settings import Settings
-from kube2haproxy.store import Event, EventType, Store
+from kube2haproxy.store import Store
 from kube2haproxy.translate import (
     TranslateCache,
     Translation,
@@ -52,18 +53,7 @@ from kube2haproxy.unbindable import Unbindable
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0  # the loop turns at least this often, even with nothing to do
-Emit = Callable[[Event], None]
 Socket = tuple[str, int]
-
-
-class Source(Protocol):
-    """Something that turns the outside world into events: kube watches, manifest files."""
-
-    names: tuple[str, ...]  # each sends one SYNCED event under its name
-
-    def start(self, emit: Emit) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 class Host(Protocol):
@@ -96,13 +86,13 @@ class Controller:
         self._layout = layout(settings.render.frontend_layout)
         self.metrics = metrics
         self._clock = clock
-        run = settings.run
+        timing = settings.timing
         self.schedule = Schedule(
-            debounce_s=run.debounce_ms / 1000,
-            max_delay_s=run.max_delay_ms / 1000,
-            runtime_debounce_s=run.runtime_debounce_ms / 1000,
-            retry_s=run.retry_interval_ms / 1000,
-            drift_s=run.drift_check_interval_ms / 1000,
+            debounce_s=timing.debounce_ms / 1000,
+            max_delay_s=timing.max_delay_ms / 1000,
+            runtime_debounce_s=timing.runtime_debounce_ms / 1000,
+            retry_s=timing.retry_interval_ms / 1000,
+            drift_s=timing.drift_check_interval_ms / 1000,
         )
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self._store = Store()
@@ -117,7 +107,7 @@ class Controller:
         self._stop = threading.Event()
         self.ready = threading.Event()  # every source synced and a config applied
         self.heartbeat = clock()  # the loop's last turn: a stalled loop fails /healthz
-        self.applies = 0  # reloads (and starts) that changed what HAProxy runs
+        self.reloads = 0  # reloads (and starts) that changed what HAProxy runs
         self.runtime_updates = 0  # runtime updates that changed what HAProxy runs
         self.failures = 0
 
@@ -178,7 +168,7 @@ class Controller:
                 log.info("source %s synced (%d objects stored)", event.source, len(self._store))
                 self.schedule.changed(self._clock())
             return
-        affected = self._store.apply(event)
+        affected = self._store.record(event)
         if affected:
             self._dirty |= affected
             self._pending += 1
@@ -194,9 +184,9 @@ class Controller:
         now = self._clock()
         due = self.schedule.due(now, synced=self.synced)
         if due is Due.CHANGE:
-            self.apply(reload_allowed=self.schedule.reload_allowed(now))
+            self.converge(reload_allowed=self.schedule.reload_allowed(now))
         elif due is Due.RETRY:
-            self.apply(reload_allowed=True)
+            self.converge(reload_allowed=True)
         elif due is Due.DRIFT:
             self.check_drift()
         elif due is Due.RETEST:
@@ -204,13 +194,13 @@ class Controller:
 
     # --- the pipeline ---------------------------------------------------------------------
 
-    def apply(self, *, reload_allowed: bool = True) -> None:
+    def converge(self, *, reload_allowed: bool = True) -> None:
         """Translate, plan and, when something changed, apply. A change that needs a reload
         waits (for the reload debounce) unless `reload_allowed`. Never raises."""
         retrying = self.schedule.retrying
         pending = self._pending
         try:
-            with heap.paused():
+            with gc_tuning.paused():
                 # Not while a reload waits: the changes it waits for are in the translate cache
                 # already, where the fast path would take them for applied.
                 fast = None if retrying or self.schedule.reload_waits else self._fast_plan()
@@ -230,7 +220,7 @@ class Controller:
                 # A full apply leaves a million long-lived objects; a cyclic collection over
                 # them costs ~1 s at 10,000 services, which the next endpoint change would wait
                 # for.
-                heap.freeze()
+                gc_tuning.freeze()
         except Exception as exc:
             self._consumed()
             self._failed(exc, pending=pending)
@@ -310,7 +300,7 @@ class Controller:
 
     def _translate(self) -> Translation:
         started = time.perf_counter()
-        with heap.paused():
+        with gc_tuning.paused():
             translation = translate(
                 self._store.snapshot(),
                 self._settings.translate,
@@ -332,7 +322,7 @@ class Controller:
 
     def _config(self, model: Model) -> Config:
         started = time.perf_counter()
-        with heap.paused():
+        with gc_tuning.paused():
             text = self._renderer.render(model)
         self.metrics.render_seconds.observe(time.perf_counter() - started)
         return Config(text, self._renderer.files(model), self._layout.files_glob)
@@ -359,7 +349,7 @@ class Controller:
         before = self.applied_model
         self.applied_model = decision.model
         self.schedule.succeeded()
-        self.metrics.applied()
+        self.metrics.confirmed()
         self.ready.set()
         if decision.action is Action.RUNTIME:
             self._counted_runtime(decision, report, before)
@@ -374,7 +364,7 @@ class Controller:
             self.metrics.reloads.labels("success").inc()
             for reason in decision.reasons:
                 self.metrics.reload_reasons.labels(reason.value).inc()
-            self.applies += 1
+            self.reloads += 1
             model = decision.model
             log.info(
                 "%s haproxy: %s (%d services, %d endpoints; check %.2fs, reload %.2fs)",

@@ -13,16 +13,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kube2haproxy.errors import ZoneError
 from kube2haproxy.findings import Finding, subject, warning
 from kube2haproxy.model import Model
 
 _ZONE = re.compile(
     r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 )
-
-
-class ZoneError(ValueError):
-    pass
 
 
 # A DNS name has at most 253 characters and each label at most 63. The zone is capped so that

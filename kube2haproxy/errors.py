@@ -1,7 +1,10 @@
 """The error hierarchy and the exit codes the CLI maps it to.
 
-Every error the package raises on purpose derives from `Kube2HAProxyError` and carries its exit
-code, so the CLI maps errors to codes in one place. Anything else reaching the CLI is a bug (70).
+Every error the package raises on purpose is defined here. Those that can end a command derive
+from `Kube2HAProxyError` and carry their exit code, so the CLI maps errors to codes in one
+place; anything else reaching the CLI is a bug (70). `InvalidValue` and its kinds are what the
+strict grammars and accessors raise about one value of the input: they become a finding, or a
+usage error naming the flag, never an exit of their own.
 """
 
 from __future__ import annotations
@@ -75,6 +78,10 @@ class EnvironmentProblem(Kube2HAProxyError):
     exit_code = ExitCode.ENVIRONMENT
 
 
+class UnsupportedVersion(EnvironmentProblem):
+    """An HAProxy older than the oldest supported one."""
+
+
 class HAProxyUnavailable(EnvironmentProblem):
     """HAProxy did not answer, or not in time (a socket unreachable, a stalled process, a
     reload not confirmed before its timeout): what it runs is unknown, and the same config is
@@ -83,3 +90,32 @@ class HAProxyUnavailable(EnvironmentProblem):
 
 class RuntimeUpdateError(Kube2HAProxyError):
     """A runtime update could not be applied as planned; the caller falls back to a reload."""
+
+
+class InvalidValue(ValueError):
+    """One value of the input is unusable; the message says what was expected."""
+
+
+class GrammarError(InvalidValue):
+    """A value does not belong to its grammar (grammar.py)."""
+
+
+class FieldError(InvalidValue):
+    """A field of an object has the wrong type or shape (resources.py)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class ZoneError(InvalidValue):
+    """A DNS zone or name server name that cannot be published (dns.py)."""
+
+
+class KeepalivedError(InvalidValue):
+    """A keepalived setting that cannot be written into its config (keepalived.py)."""
+
+
+class UnsafeValueError(InvalidValue):
+    """A value the renderer refuses to print into haproxy.cfg (render.py)."""

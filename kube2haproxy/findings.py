@@ -50,6 +50,29 @@ class Finding:
         return f"{where}{self.message}"
 
 
+class Collector:
+    """The findings about one subject, gathered into a list shared with other collectors
+    (`about`): what the functions of a translation add to as they go."""
+
+    __slots__ = ("found", "subject")
+
+    def __init__(self, subject: str, found: list[Finding] | None = None) -> None:
+        self.subject = subject
+        self.found: list[Finding] = [] if found is None else found
+
+    def warn(self, field: str, message: str, skip: SkipReason | None = None) -> None:
+        """Something wrong with the input: the user can fix it (--strict fails on it)."""
+        self.found.append(Finding(Severity.WARNING, self.subject, field, message, skip))
+
+    def note(self, field: str, message: str, skip: SkipReason | None = None) -> None:
+        """Something skipped by design: nothing to fix."""
+        self.found.append(Finding(Severity.INFO, self.subject, field, message, skip))
+
+    def about(self, subject: str) -> Collector:
+        """A collector for another subject, adding to the same list."""
+        return Collector(subject, self.found)
+
+
 def warning(subject: str, field: str, message: str, skip: SkipReason | None = None) -> Finding:
     return Finding(Severity.WARNING, subject, field, message, skip)
 

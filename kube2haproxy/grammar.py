@@ -14,8 +14,11 @@ in use (1.29 to 1.37), so a real cluster's objects are never turned away. Our ow
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+
+from kube2haproxy.errors import GrammarError
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _UINT = re.compile(r"[0-9]{1,10}")
@@ -30,10 +33,6 @@ _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(
 _UNIT_MS = {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 # HAProxy keeps timers in signed 32-bit milliseconds.
 MAX_DURATION_MS = 2**31 - 1
-
-
-class GrammarError(ValueError):
-    """A value does not belong to its grammar; the message says what was expected."""
 
 
 def dns_label(value: object) -> str:
@@ -232,6 +231,31 @@ def api_cidr(value: object) -> Network:
             if 0 <= bits <= ip.max_prefixlen:
                 return ipaddress.ip_network(f"{ip}/{bits}", strict=False)
     raise GrammarError("expected a CIDR such as 10.0.0.0/8 or fd00::/8")
+
+
+# Never handed out by a VIP pool: no host can listen there, or keepalived advertises there
+# (link-local). Loopback stays allowed (a pool on one host, the tests).
+_NOT_POOLS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3", "::/128", "fe80::/10", "ff00::/8")
+)
+
+
+@functools.lru_cache(maxsize=8)
+def vip_networks(text: str) -> tuple[Network, ...]:
+    """--vip-cidr: comma-separated networks, at most one per family, none overlapping the
+    addresses no service can listen on."""
+    networks = tuple(cidr(item.strip()) for item in text.split(","))
+    if len({n.version for n in networks}) != len(networks):
+        raise GrammarError("expected at most one IPv4 and one IPv6 network")
+    for network in networks:
+        for special in _NOT_POOLS:
+            if network.version == special.version and network.overlaps(special):
+                raise GrammarError(
+                    f"{network} overlaps {special} (unspecified, link-local, multicast or "
+                    "reserved addresses), which a service cannot listen on"
+                )
+    return networks
 
 
 def http_path(value: object) -> str:

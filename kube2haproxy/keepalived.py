@@ -15,13 +15,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kube2haproxy.errors import KeepalivedError
+
 # Linux refuses '/', ':' and white space in interface names, and "." and ".." (dev_valid_name).
 _INTERFACE = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.-]{1,15}")
 _PASSWORD = re.compile(r"[A-Za-z0-9._@%+=:,/-]{1,8}")
-
-
-class KeepalivedError(ValueError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)

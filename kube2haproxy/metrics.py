@@ -155,7 +155,7 @@ class Metrics:
             registry=r,
         )
 
-    def applied(self) -> None:
+    def confirmed(self) -> None:
         """HAProxy confirmed the desired config."""
         self._last_success_at = self._clock()
         self.last_success.set(self._last_success_at)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kube2haproxy import configfile, dns, keepalived
-from kube2haproxy.errors import EnvironmentProblem
+from kube2haproxy.errors import EnvironmentProblem, KeepalivedError
 from kube2haproxy.model import Model
 from kube2haproxy.settings import PublishSettings
 
@@ -60,7 +60,7 @@ class Publisher:
                         password,
                     )
                 )
-            except keepalived.KeepalivedError as exc:
+            except KeepalivedError as exc:
                 raise EnvironmentProblem(f"keepalived: {exc}") from exc
         self._vips: tuple[str, ...] | None = None
         self._reload_pending = False  # keepalived has not been told of the file yet

@@ -16,31 +16,38 @@ a quoted string or a new word in haproxy.cfg; anything else stops the render.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import traceback
 import zlib
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from kube2haproxy.errors import TemplateError
+from kube2haproxy.errors import TemplateError, UnsafeValueError
 from kube2haproxy.layouts import layout
 from kube2haproxy.layouts.per_port import map_text
 from kube2haproxy.model import Model
-from kube2haproxy.settings import RENDER_MAPS_DIR, RENDER_RUNTIME_SOCKET, RenderSettings
+from kube2haproxy.settings import RenderPaths, RenderSettings
 
 MAIN_TEMPLATE = "haproxy.cfg.j2"
-BUNDLED = Path(__file__).parent / "templates"
+
+
+def _bundled() -> Path:
+    """The bundled templates: the package kube2haproxy.templates once installed (wheel or
+    editable), else a bare checkout's top-level templates/ folder."""
+    spec = importlib.util.find_spec("kube2haproxy.templates")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[1] / "templates"
+
+
+BUNDLED = _bundled()
 
 _safe = re.compile(r"[A-Za-z0-9_.:/\[\]@%?=&+,~!*-]{1,4096}").fullmatch
 _UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
-
-
-class UnsafeValueError(ValueError):
-    pass
 
 
 def duration(ms: int) -> str:
@@ -76,12 +83,11 @@ def _guard(value: Any) -> Any:
 class Renderer:
     """A Jinja2 environment built once, rendering models to config text."""
 
-    def __init__(self, settings: RenderSettings) -> None:
-        if settings.runtime_socket is None:  # `run` derives it from the master socket
-            settings = replace(settings, runtime_socket=RENDER_RUNTIME_SOCKET)
-        if settings.maps_dir is None:  # `run` and `render -o` put them beside the config
-            settings = replace(settings, maps_dir=RENDER_MAPS_DIR)
+    def __init__(self, settings: RenderSettings, paths: RenderPaths | None = None) -> None:
+        """`paths`: what the config names (resolved by the caller: `run` from the master
+        socket and the config file, `render` from its output)."""
         self._settings = settings
+        self._paths = paths or RenderPaths()
         loaders: list[jinja2.BaseLoader] = []
         if settings.templates:
             directory = Path(settings.templates)
@@ -114,7 +120,7 @@ class Renderer:
         self._boundaries: dict[str, bool] = {}  # does a run end after this name
 
     def render(self, model: Model) -> str:
-        context = {"settings": self._settings, "layout": self._layout}
+        context = {"settings": self._settings, "paths": self._paths, "layout": self._layout}
         try:
             if self._head is None:
                 self._head = self._template.render(context)
@@ -142,8 +148,7 @@ class Renderer:
 
     @property
     def maps_dir(self) -> Path:
-        assert self._settings.maps_dir is not None
-        return Path(self._settings.maps_dir)
+        return Path(self._paths.maps_dir)
 
     def files(self, model: Model) -> dict[str, str]:
         """The files the config refers to (the layout's maps), by name in the maps directory

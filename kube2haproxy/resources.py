@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from kube2haproxy.errors import FieldError
 from kube2haproxy.findings import shown
 
 JSON = dict[str, Any]
@@ -43,15 +44,6 @@ class Key(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-class FieldError(ValueError):
-    """A field of an object has the wrong type or shape."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def kind_of(obj: object) -> Kind | None:

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -23,17 +22,18 @@ from kube2haproxy.appliers.master_cli import MasterCLIApplier
 from kube2haproxy.appliers.runtime import RuntimeAPI
 from kube2haproxy.appliers.supervisor import Supervisor
 from kube2haproxy.capabilities import Capabilities, capabilities
-from kube2haproxy.controller import Controller, Source
+from kube2haproxy.controller import Controller
 from kube2haproxy.errors import EnvironmentProblem
+from kube2haproxy.events import Source
 from kube2haproxy.health import HealthMonitor
 from kube2haproxy.lock import Lock
-from kube2haproxy.manifests import ManifestSource
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.probes import ProbeServer
 from kube2haproxy.publish import Publisher
 from kube2haproxy.render import Renderer
-from kube2haproxy.settings import Paths, Settings, resolve_paths
+from kube2haproxy.settings import Paths, RenderPaths, Settings, resolve_paths
 from kube2haproxy.sockets import LocalHost
+from kube2haproxy.sources.manifests import ManifestSource
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,8 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
     paths = resolve_paths(
         settings, uid=os.getuid(), environ=dict(os.environ), tmp=tempfile.gettempdir()
     )
-    settings = replace(
-        settings,
-        render=replace(
-            settings.render, runtime_socket=paths.runtime_socket, maps_dir=paths.maps_dir
-        ),
-    )
-    renderer = Renderer(settings.render)  # template errors before anything starts
+    # Template errors before anything starts.
+    renderer = Renderer(settings.render, RenderPaths(paths.runtime_socket, paths.maps_dir))
     publisher = Publisher(settings.publish)  # and an unreadable password file
     checker = _checker(settings.haproxy.binary)  # and a missing or unsupported haproxy
     metrics = Metrics()
@@ -87,7 +82,7 @@ def _serve(
         maps_dir=Path(paths.maps_dir),
         binary=settings.haproxy.binary,
         check_timeout_s=settings.haproxy.check_timeout_ms / 1000,
-        reload_timeout_s=settings.run.reload_timeout_ms / 1000,
+        reload_timeout_s=settings.haproxy.reload_timeout_ms / 1000,
         master=master,
         runtime=RuntimeAPI(paths.runtime_socket),
         supervisor=supervisor,
@@ -104,7 +99,9 @@ def _serve(
         publish=publisher.publish if publisher.enabled else None,
     )
     # The longest an apply may legitimately keep the loop busy: a check, a reload, a margin.
-    stall_limit = (settings.haproxy.check_timeout_ms + settings.run.reload_timeout_ms) / 1000 + 60
+    stall_limit = (
+        settings.haproxy.check_timeout_ms + settings.haproxy.reload_timeout_ms
+    ) / 1000 + 60
 
     health = HealthMonitor(applier.healthy)
 
@@ -133,8 +130,10 @@ def _serve(
         return True, "ok"
 
     probes = None
-    if settings.run.listen:
-        probes = ProbeServer(settings.run.listen, live=live, ready=ready, registry=metrics.registry)
+    if settings.observe.listen:
+        probes = ProbeServer(
+            settings.observe.listen, live=live, ready=ready, registry=metrics.registry
+        )
     health.start()
     if probes is not None:
         probes.start()
@@ -208,7 +207,7 @@ def _supervisor(settings: Settings, paths: Paths, metrics: Metrics) -> Superviso
 
 def _sources(settings: Settings, manifests: tuple[str, ...], metrics: Metrics) -> list[Source]:
     if manifests:
-        return [ManifestSource(manifests, max_delay_s=settings.run.max_delay_ms / 1000)]
-    from kube2haproxy.kube import KubeSource, api_client  # noqa: PLC0415 - heavy, only here
+        return [ManifestSource(manifests, max_delay_s=settings.timing.max_delay_ms / 1000)]
+    from kube2haproxy.sources.kube import KubeSource, api_client  # noqa: PLC0415 - heavy
 
     return [KubeSource(settings.kube, client=api_client(settings.kube), metrics=metrics)]

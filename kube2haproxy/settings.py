@@ -1,53 +1,30 @@
-"""Settings: one frozen tree, each field with its unit and the reason for its default.
+"""Settings: one frozen tree of sections grouped by meaning, each field with its unit and the
+reason for its default, and the rules that join fields (`check`).
 
-Every field carries the command-line flag that sets it (and so its `KUBE2HAPROXY_*` environment
-variable): the CLI builds its options from these declarations, so flags, environment variables and
-fields map one to one and `--help` shows the defaults declared here.
+Every field declares the command-line flag that sets it (options.py), and so its
+`KUBE2HAPROXY_*` environment variable: the CLI builds its options from these declarations, so
+flags, environment variables and fields map one to one and `--help` shows the defaults
+declared here. Settings are built once (`build`) and never rewritten: what depends on the mode
+and the user (where the run directory is, which config file) is resolved beside them
+(`resolve_paths`), not into them.
 """
 
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field, fields
-from enum import StrEnum
+from dataclasses import dataclass, field
 from typing import Any
 
+from kube2haproxy import dns, grammar, keepalived
+from kube2haproxy.errors import InvalidValue
 from kube2haproxy.layouts import LAYOUTS
-
-
-class ValueKind(StrEnum):
-    TEXT = "text"
-    INT = "int"
-    DURATION = "duration"  # HAProxy duration syntax on the command line, milliseconds in the field
-    FLAG = "flag"
-    PATH = "path"
-    CHOICE = "choice"  # one of the field's `choices`
-
-
-def _opt(
-    flag: str,
-    help: str,
-    kind: ValueKind = ValueKind.TEXT,
-    *,
-    choices: tuple[str, ...] = (),
-    aliases: tuple[str, ...] = (),
-    **limits: int,
-) -> dict[str, Any]:
-    """`aliases`: other spellings of the flag (kubectl's short flags, kube-proxy's names, the
-    names of earlier releases, kept for a release); each also has its environment variable."""
-    return {
-        "flag": flag,
-        "help": help,
-        "kind": kind,
-        "limits": limits,
-        "choices": choices,
-        "aliases": aliases,
-    }
+from kube2haproxy.options import OptionSpec, ValueKind, option_specs, sections_from
+from kube2haproxy.options import option as _opt
 
 
 @dataclass(frozen=True, slots=True)
 class TranslateSettings:
-    """How Kubernetes objects become the model."""
+    """What is served, and how services become the model."""
 
     proxy_name: str | None = field(
         default=None,
@@ -125,22 +102,14 @@ class TranslateSettings:
 
 @dataclass(frozen=True, slots=True)
 class RenderSettings:
-    """What the templates need beyond the model: global and default HAProxy settings."""
+    """The haproxy.cfg rendered: its templates, the frontend layout, global and default
+    settings of HAProxy."""
 
     templates: str | None = field(
         default=None,
         metadata=_opt(
             "--templates",
             "Directory of Jinja2 templates overriding the bundled ones, file by file.",
-            ValueKind.PATH,
-        ),
-    )
-    runtime_socket: str | None = field(
-        default=None,
-        metadata=_opt(
-            "--runtime-socket",
-            "Path of HAProxy's stats socket (runtime API), mode 600. Unset: admin.sock beside "
-            "the master socket (render: /run/haproxy/admin.sock).",
             ValueKind.PATH,
         ),
     )
@@ -155,15 +124,6 @@ class RenderSettings:
             "grow with ports, not services).",
             ValueKind.CHOICE,
             choices=tuple(LAYOUTS),
-        ),
-    )
-    maps_dir: str | None = field(
-        default=None,
-        metadata=_opt(
-            "--maps-dir",
-            "Where the per-port layout's map files go (absolute). Unset: maps/ beside the config "
-            "(render to standard output: /etc/haproxy/maps).",
-            ValueKind.PATH,
         ),
     )
     # A pool member must be able to listen on VIPs it does not hold yet: a VRRP backup, or a
@@ -291,40 +251,9 @@ class RenderSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class HAProxySettings:
-    """How we run HAProxy itself."""
+class PathSettings:
+    """Where HAProxy's files and sockets are. Unset ones are derived (`resolve_paths`)."""
 
-    binary: str = field(
-        default="haproxy",
-        metadata=_opt(
-            "--haproxy-bin", "The haproxy executable (a name on PATH or a path).", ValueKind.PATH
-        ),
-    )
-    # 50,000 services take ~9 s to check on two cores (bench/render.py); two minutes leaves
-    # room for slow disks.
-    check_timeout_ms: int = field(
-        default=120_000,
-        metadata=_opt(
-            "--check-timeout",
-            "Longest `haproxy -c` may run before it counts as failed.",
-            ValueKind.DURATION,
-        ),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    """Where the controller's HAProxy lives and how it is driven (`run` only)."""
-
-    master_socket: str | None = field(
-        default=None,
-        metadata=_opt(
-            "--master-socket",
-            "Attach to a running HAProxy through this master CLI socket. Unset: run HAProxy "
-            "ourselves (supervised), with --haproxy-bin.",
-            ValueKind.PATH,
-        ),
-    )
     haproxy_config: str | None = field(
         default=None,
         metadata=_opt(
@@ -345,6 +274,55 @@ class RunSettings:
             ValueKind.PATH,
         ),
     )
+    master_socket: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--master-socket",
+            "Attach to a running HAProxy through this master CLI socket. Unset: run HAProxy "
+            "ourselves (supervised), with --haproxy-bin.",
+            ValueKind.PATH,
+        ),
+    )
+    runtime_socket: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--runtime-socket",
+            "Path of HAProxy's stats socket (runtime API), mode 600. Unset: admin.sock beside "
+            "the master socket (render: /run/haproxy/admin.sock).",
+            ValueKind.PATH,
+        ),
+    )
+    maps_dir: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--maps-dir",
+            "Where the per-port layout's map files go (absolute). Unset: maps/ beside the config "
+            "(render to standard output: /etc/haproxy/maps).",
+            ValueKind.PATH,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HAProxySettings:
+    """The HAProxy executable, and how long it may take to check and to load a config."""
+
+    binary: str = field(
+        default="haproxy",
+        metadata=_opt(
+            "--haproxy-bin", "The haproxy executable (a name on PATH or a path).", ValueKind.PATH
+        ),
+    )
+    # 50,000 services take ~9 s to check on two cores (bench/render.py); two minutes leaves
+    # room for slow disks.
+    check_timeout_ms: int = field(
+        default=120_000,
+        metadata=_opt(
+            "--check-timeout",
+            "Longest `haproxy -c` may run before it counts as failed.",
+            ValueKind.DURATION,
+        ),
+    )
     # 10,000 services reload in several seconds on two cores (README "Serving": ~7 s of a
     # 9 s convergence); a minute leaves room for 50,000.
     reload_timeout_ms: int = field(
@@ -355,6 +333,12 @@ class RunSettings:
             ValueKind.DURATION,
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TimingSettings:
+    """When the controller acts: debounces, retries, drift checks (`run` only)."""
+
     debounce_ms: int = field(
         default=100,
         metadata=_opt(
@@ -402,6 +386,12 @@ class RunSettings:
             aliases=("--retry",),
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ObserveSettings:
+    """How the controller is watched: its probes and metrics, its logs (`run` only)."""
+
     # One address serves the probes and the metrics: kube-proxy's two flags name the same
     # listener here (one small HTTP server, nothing to keep apart).
     listen: str = field(
@@ -435,7 +425,7 @@ class RunSettings:
 
 @dataclass(frozen=True, slots=True)
 class KubeSettings:
-    """How the Kubernetes API is reached and watched (`run` without --manifests)."""
+    """How the Kubernetes API is reached and watched (`run` without -f)."""
 
     kubeconfig: str | None = field(
         default=None,
@@ -604,82 +594,87 @@ class PublishSettings:
 class Settings:
     translate: TranslateSettings = field(default_factory=TranslateSettings)
     render: RenderSettings = field(default_factory=RenderSettings)
+    paths: PathSettings = field(default_factory=PathSettings)
     haproxy: HAProxySettings = field(default_factory=HAProxySettings)
-    run: RunSettings = field(default_factory=RunSettings)
+    timing: TimingSettings = field(default_factory=TimingSettings)
+    observe: ObserveSettings = field(default_factory=ObserveSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)
 
 
-@dataclass(frozen=True, slots=True)
-class OptionSpec:
-    """One settings field as a command-line option."""
-
-    section: str
-    name: str
-    flag: str
-    help: str
-    kind: ValueKind
-    default: Any
-    limits: dict[str, int]
-    choices: tuple[str, ...] = ()
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def envvar(self) -> str:
-        return _envvar(self.flag)
-
-    @property
-    def envvars(self) -> tuple[str, ...]:
-        """The flag's variable, then those of its long aliases (former names)."""
-        return (self.envvar, *(_envvar(a) for a in self.aliases if a.startswith("--")))
-
-
-def _envvar(flag: str) -> str:
-    return "KUBE2HAPROXY_" + flag.lstrip("-").upper().replace("-", "_")
-
-
-_SECTIONS: dict[str, type[Any]] = {
+SECTIONS: dict[str, type[Any]] = {
     "translate": TranslateSettings,
     "render": RenderSettings,
+    "paths": PathSettings,
     "haproxy": HAProxySettings,
-    "run": RunSettings,
+    "timing": TimingSettings,
+    "observe": ObserveSettings,
     "kube": KubeSettings,
     "publish": PublishSettings,
 }
 
 
-def option_specs(sections: tuple[str, ...] | None = None) -> list[OptionSpec]:
-    """The options of the given sections of `Settings` (all when None), in declaration order."""
-    specs = []
-    for section, section_type in _SECTIONS.items():
-        if sections is not None and section not in sections:
-            continue
-        for f in fields(section_type):
-            meta = f.metadata
-            specs.append(
-                OptionSpec(
-                    section,
-                    f.name,
-                    meta["flag"],
-                    meta["help"],
-                    meta["kind"],
-                    f.default,
-                    dict(meta["limits"]),
-                    meta["choices"],
-                    meta["aliases"],
-                )
+def specs(sections: tuple[str, ...] | None = None) -> list[OptionSpec]:
+    """The options of the given sections (all when None), in declaration order."""
+    return option_specs(SECTIONS, sections)
+
+
+class SettingError(InvalidValue):
+    """A setting that cannot be used, alone or with the others; `flag` names it."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(message)
+        self.flag = flag
+
+
+def build(values: dict[str, Any]) -> tuple[Settings, tuple[str, ...]]:
+    """Settings from option values keyed by field name (missing keys keep their defaults),
+    checked, with the notes worth telling the user (a setting that has no effect).
+    SettingError for what cannot be used."""
+    settings = Settings(**sections_from(SECTIONS, values))
+    return settings, check(settings)
+
+
+def check(settings: Settings) -> tuple[str, ...]:
+    """The rules that join fields, and the grammars of fields that are ours; the notes."""
+    notes = []
+    translate = settings.translate
+    if translate.vip_mode == "pool":
+        if not translate.vip_cidr:
+            raise SettingError("--vip-cidr", "--vip-mode pool needs --vip-cidr")
+        try:
+            grammar.vip_networks(translate.vip_cidr)
+        except InvalidValue as exc:
+            raise SettingError("--vip-cidr", f"{translate.vip_cidr!r}: {exc}") from exc
+    elif translate.vip_cidr:
+        notes.append(
+            f"--vip-cidr is ignored with --vip-mode {translate.vip_mode} (it is the pool of "
+            "--vip-mode pool)"
+        )
+    publish = settings.publish
+    for flag, validate, value in (
+        ("--dns-zone", dns.check_zone, publish.dns_zone),
+        ("--dns-nameserver", dns.check_nameserver, publish.dns_nameserver),
+    ):
+        try:
+            validate(value)
+        except InvalidValue as exc:
+            raise SettingError(flag, str(exc)) from exc
+    if publish.keepalived_config:
+        if not publish.keepalived_interface:
+            raise SettingError(
+                "--keepalived-interface", "--keepalived-config needs --keepalived-interface"
             )
-    return specs
-
-
-def build(values: dict[str, Any]) -> Settings:
-    """Settings from option values keyed by field name (missing keys keep their defaults).
-    Field names are unique across sections, so one flat namespace of options suffices."""
-    parts: dict[str, Any] = {}
-    for section, section_type in _SECTIONS.items():
-        names = {f.name for f in fields(section_type)}
-        parts[section] = section_type(**{k: v for k, v in values.items() if k in names})
-    return Settings(**parts)
+        try:
+            keepalived.check_interface(publish.keepalived_interface)
+        except InvalidValue as exc:
+            raise SettingError("--keepalived-interface", str(exc)) from exc
+    if settings.observe.listen:
+        try:
+            parse_listen(settings.observe.listen)
+        except ValueError as exc:
+            raise SettingError("--listen", str(exc)) from exc
+    return tuple(notes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -697,10 +692,10 @@ class Paths:
 
 def resolve_paths(settings: Settings, *, uid: int, environ: dict[str, str], tmp: str) -> Paths:
     """Fill in the defaults that depend on the mode and the user (see the flags' help)."""
-    run = settings.run
-    if run.master_socket is None:
-        if run.run_dir is not None:
-            run_dir = run.run_dir
+    paths = settings.paths
+    if paths.master_socket is None:
+        if paths.run_dir is not None:
+            run_dir = paths.run_dir
         elif uid == 0:
             run_dir = "/run/kube2haproxy"
         elif environ.get("XDG_RUNTIME_DIR"):
@@ -708,21 +703,36 @@ def resolve_paths(settings: Settings, *, uid: int, environ: dict[str, str], tmp:
         else:
             run_dir = f"{tmp}/kube2haproxy-{uid}"
         master = f"{run_dir}/master.sock"
-        config = run.haproxy_config or f"{run_dir}/haproxy.cfg"
+        config = paths.haproxy_config or f"{run_dir}/haproxy.cfg"
     else:
         run_dir = None
-        master = run.master_socket
-        config = run.haproxy_config or "/etc/haproxy/haproxy.cfg"
-    runtime = settings.render.runtime_socket or posixpath.join(
-        posixpath.dirname(master), "admin.sock"
-    )
-    maps_dir = settings.render.maps_dir or maps_dir_beside(config)
+        master = paths.master_socket
+        config = paths.haproxy_config or "/etc/haproxy/haproxy.cfg"
+    runtime = paths.runtime_socket or posixpath.join(posixpath.dirname(master), "admin.sock")
+    maps_dir = paths.maps_dir or maps_dir_beside(config)
     lock = f"{run_dir}/kube2haproxy.lock" if run_dir is not None else f"{config}.lock"
-    return Paths(run.master_socket is None, config, master, runtime, run_dir, maps_dir, lock)
+    return Paths(paths.master_socket is None, config, master, runtime, run_dir, maps_dir, lock)
 
 
 RENDER_RUNTIME_SOCKET = "/run/haproxy/admin.sock"  # what `render` writes when unset
 RENDER_MAPS_DIR = "/etc/haproxy/maps"  # where `render` to standard output says the maps are
+
+
+@dataclass(frozen=True, slots=True)
+class RenderPaths:
+    """The paths a rendered config names: its runtime API socket, its maps directory."""
+
+    runtime_socket: str = RENDER_RUNTIME_SOCKET
+    maps_dir: str = RENDER_MAPS_DIR
+
+
+def render_paths(settings: Settings, *, output: str | None) -> RenderPaths:
+    """`render`: the flags, else the runtime socket the sidecar uses and the maps beside the
+    output (or where `run` would put them when rendering to standard output)."""
+    maps_dir = settings.paths.maps_dir or (
+        maps_dir_beside(output) if output is not None else RENDER_MAPS_DIR
+    )
+    return RenderPaths(settings.paths.runtime_socket or RENDER_RUNTIME_SOCKET, maps_dir)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

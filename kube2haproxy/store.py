@@ -7,49 +7,12 @@ EndpointSlices are indexed by the Service they belong to (the kubernetes.io/serv
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from types import MappingProxyType
 
+from kube2haproxy.events import Event, EventType
 from kube2haproxy.resources import JSON, Key, Kind, service_of_slice
-
-
-class EventType(StrEnum):
-    ADDED = "ADDED"
-    MODIFIED = "MODIFIED"
-    DELETED = "DELETED"
-    SYNCED = "SYNCED"  # the source has delivered its whole initial state
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    type: EventType
-    source: str
-    kind: Kind | None = None
-    key: Key | None = None
-    obj: JSON | None = None
-
-
-def differences(
-    source: str,
-    before: Mapping[tuple[Kind, Key], JSON],
-    after: Mapping[tuple[Kind, Key], JSON],
-    *,
-    same: Callable[[JSON, JSON], bool],
-) -> Iterator[Event]:
-    """The events that turn what a source emitted (`before`) into its new state (`after`),
-    deletions included: how a source that reads everything again (a relist, files edited)
-    reports only what changed. `same` says whether two versions of an object are equal."""
-    for (kind, key), obj in after.items():
-        old = before.get((kind, key))
-        if old is None:
-            yield Event(EventType.ADDED, source, kind, key, obj)
-        elif not same(old, obj):
-            yield Event(EventType.MODIFIED, source, kind, key, obj)
-    for (kind, key), old in before.items():
-        if (kind, key) not in after:
-            yield Event(EventType.DELETED, source, kind, key, old)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +47,7 @@ class Store:
     def keys(self, kind: Kind) -> frozenset[Key]:
         return frozenset(self._table(kind))
 
-    def apply(self, event: Event) -> frozenset[Key]:
+    def record(self, event: Event) -> frozenset[Key]:
         """Apply one event; the Services whose translation it may change (empty: no change)."""
         if event.kind is None or event.key is None:
             return frozenset()

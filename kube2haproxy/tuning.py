@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kube2haproxy import grammar
+from kube2haproxy.errors import GrammarError
 from kube2haproxy.findings import Finding, shown, warning
 from kube2haproxy.model import Balance, CheckKind, ProxyProtocol
 
@@ -30,7 +31,7 @@ class ServiceOptions:
     client_timeout_ms: int | None = None
     tunnel_timeout_ms: int | None = None
     server_maxconn: int | None = None
-    check: CheckKind = CheckKind.NONE
+    check_kind: CheckKind = CheckKind.NONE
     check_path: str = "/"
     check_interval_ms: int = 2_000
     check_rise: int = 2
@@ -48,10 +49,10 @@ def vip_request(value: str) -> tuple[str, ...]:
     """One or two comma-separated addresses, at most one per family."""
     items = [item.strip(" ") for item in value.split(",")]
     if not 1 <= len(items) <= 2:
-        raise grammar.GrammarError("expected an address, or an IPv4 and an IPv6 one")
+        raise GrammarError("expected an address, or an IPv4 and an IPv6 one")
     ips = [grammar.ip_literal(item) for item in items]
     if len({ip.version for ip in ips}) != len(ips):
-        raise grammar.GrammarError("expected at most one address per family")
+        raise GrammarError("expected at most one address per family")
     return tuple(str(ip) for ip in sorted(ips, key=lambda ip: ip.version))
 
 
@@ -59,7 +60,7 @@ def source_ranges(value: str) -> tuple[str, ...]:
     """Comma-separated CIDRs, canonicalized, deduplicated and sorted."""
     items = [item.strip(" ") for item in value.split(",")]
     if not items or len(items) > MAX_SOURCE_RANGES or any(not item for item in items):
-        raise grammar.GrammarError(
+        raise GrammarError(
             f"expected 1-{MAX_SOURCE_RANGES} comma-separated CIDRs such as 10.0.0.0/8, fd00::/8"
         )
     return canonical_ranges(grammar.cidr(item) for item in items)
@@ -138,7 +139,7 @@ ANNOTATIONS: tuple[Annotation, ...] = (
     ),
     Annotation(
         "check",
-        "check",
+        "check_kind",
         lambda v: CheckKind(grammar.choice(v, tuple(CheckKind))),
         "none",
         "Active health checks: none (trust readiness), tcp (connect) or http.",
@@ -234,7 +235,7 @@ def parse(annotations: Mapping[str, str], *, subject: str) -> tuple[ServiceOptio
         present.add(spec.key)
         try:
             values[spec.field] = spec.parse(annotations[name])
-        except (grammar.GrammarError, ValueError) as exc:
+        except (GrammarError, ValueError) as exc:
             fallback = (
                 "rejecting every connection"
                 if spec.on_invalid == ()
@@ -251,7 +252,9 @@ def parse(annotations: Mapping[str, str], *, subject: str) -> tuple[ServiceOptio
     for key, needed in _CHECK_ONLY.items():
         if key not in present:
             continue
-        if options.check is CheckKind.NONE or (needed is not None and options.check is not needed):
+        if options.check_kind is CheckKind.NONE or (
+            needed is not None and options.check_kind is not needed
+        ):
             want = needed.value if needed is not None else "tcp or http"
             findings.append(
                 warning(

@@ -8,12 +8,13 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from kube2haproxy.manifests import Manifests
+from kube2haproxy.events import Event, EventType
 from kube2haproxy.model import Model
 from kube2haproxy.render import Renderer
 from kube2haproxy.resources import key_of, kind_of
 from kube2haproxy.settings import RenderSettings, TranslateSettings
-from kube2haproxy.store import Event, EventType, Snapshot, Store
+from kube2haproxy.sources.manifests import Manifests
+from kube2haproxy.store import Snapshot, Store
 from kube2haproxy.translate import Translation, translate
 
 JSON = dict[str, Any]

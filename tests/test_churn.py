@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from kube2haproxy.appliers.runtime import RuntimeAPI
-from kube2haproxy.settings import RunSettings, Settings, TranslateSettings
+from kube2haproxy.settings import Settings, TimingSettings, TranslateSettings
 from tests.builders import endpoint, endpoint_slice, service
 from tests.live import Backend, Traffic, free_port, loopback_ip, responders, serves, wait_for
 from tests.test_serve import serving
 
 SETTINGS = Settings(
     translate=TranslateSettings(allow_loopback_endpoints=True),
-    run=RunSettings(
+    timing=TimingSettings(
         debounce_ms=30,
         max_delay_ms=200,
         runtime_debounce_ms=5,
@@ -98,7 +98,7 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
             wait_for(lambda: traffic.ok > served + 20, what="traffic after the last change")
         assert traffic.failures == [], traffic.failures[:5]
         assert reloads(supervisor) == 0
-        assert controller.applies == 1  # the start
+        assert controller.reloads == 1  # the start
         assert len(controller.applied_model.backends[0].servers) == slots
         assert controller.metrics.runtime_updates.labels("fallback")._value.get() == 0
         # The file on disk is what a reload would load: it renders the running state.
@@ -208,7 +208,7 @@ def test_a_bad_runtime_reply_falls_back_to_a_reload(tmp_path, haproxy_bin, fleet
 def test_drift_is_found_and_corrected(tmp_path, haproxy_bin, fleet):
     vip = loopback_ip()
     port = free_port(vip)
-    settings = replace(SETTINGS, run=replace(SETTINGS.run, drift_check_interval_ms=200))
+    settings = replace(SETTINGS, timing=replace(SETTINGS.timing, drift_check_interval_ms=200))
     with serving(tmp_path, haproxy_bin, settings) as (controller, source, supervisor):
         source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
         source.put(web_slice(fleet[0], fleet[1]))

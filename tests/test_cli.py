@@ -22,12 +22,13 @@ import yaml
 
 from kube2haproxy import cli, settings
 from kube2haproxy.errors import ExitCode
-from kube2haproxy.settings import option_specs
+from kube2haproxy.options import ValueKind
+from kube2haproxy.render import BUNDLED
 from tests.builders import backend_servers, server_line
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CLUSTER = EXAMPLES / "cluster.yaml"
-BUNDLED_TEMPLATES = Path(cli.__file__).resolve().parent / "templates"
+BUNDLED_TEMPLATES = BUNDLED
 
 SUMMARY = (
     "kube2haproxy: 12 services, 15 frontends, 34 servers; skipped: external-name 1, headless 1, "
@@ -686,9 +687,13 @@ def test_help_shows_defaults_and_environment_variables(
         "kube2haproxy render -f cluster.yaml -o haproxy.cfg --check",
     ):
         assert expected in text, expected
-    for spec in option_specs(("translate", "render", "haproxy")):
-        assert spec.flag in text
-        assert f"env var: {spec.envvar}" in text
+    for spec in settings.specs(("translate", "render", "haproxy", "paths")):
+        shown = spec.flag in text and f"env var: {spec.envvar}" in text
+        # render only checks configs, and only names the paths the config itself names
+        wanted = spec.section in ("translate", "render") or spec.name in (
+            cli.RENDER_HAPROXY | cli.RENDER_PATHS
+        )
+        assert shown == wanted, spec.flag
 
 
 # --- determinism ------------------------------------------------------------------------------
@@ -784,7 +789,7 @@ def test_a_duration_setting_that_may_be_zero_accepts_zero() -> None:
     """--drift-check-interval 0 disables drift checks; --debounce 0 is refused."""
     context = cli.run.make_context("run", ["--drift-check-interval", "0", "--debounce", "50ms"])
     config = cli.settings_from(context.params)
-    assert (config.run.drift_check_interval_ms, config.run.debounce_ms) == (0, 50)
+    assert (config.timing.drift_check_interval_ms, config.timing.debounce_ms) == (0, 50)
     with pytest.raises(click.BadParameter):
         cli.run.make_context("run", ["--debounce", "0"])
 
@@ -827,7 +832,7 @@ def test_flag_spellings_users_of_kubectl_and_kube_proxy_expect(
     config = cli.settings_from(context.params)
     fields = {
         name: getattr(section, name)
-        for section in (config.kube, config.run)
+        for section in (config.kube, config.timing, config.observe, config.paths)
         for name in expected
         if hasattr(section, name)
     }
@@ -843,8 +848,8 @@ def test_run_reads_manifests_with_f_like_render(tmp_path: Path) -> None:
 
 def test_path_options_show_as_path_in_help() -> None:
     text = cli.run.get_help(cli.run.make_context("run", []))
-    for spec in settings.option_specs():
-        if spec.kind is settings.ValueKind.PATH:
+    for spec in settings.specs():
+        if spec.kind is ValueKind.PATH:
             assert re.search(rf"{re.escape(spec.flag)}(, -[-a-z]+)* PATH\b", text), spec.flag
 
 

@@ -17,12 +17,12 @@ from kube2haproxy.errors import CheckError, ConfigRefused, HAProxyUnavailable, R
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.plan import Action, Plan
 from kube2haproxy.render import Renderer
-from kube2haproxy.settings import RunSettings, Settings
+from kube2haproxy.settings import RenderPaths, Settings, TimingSettings
 from tests.builders import ScriptedSource, backend_servers, endpoint_slice, service
 
-FAST = Settings(run=RunSettings(debounce_ms=50, max_delay_ms=300, retry_interval_ms=200))
+FAST = Settings(timing=TimingSettings(debounce_ms=50, max_delay_ms=300, retry_interval_ms=200))
 RUNTIME = replace(
-    FAST, run=replace(FAST.run, debounce_ms=300, max_delay_ms=2000, runtime_debounce_ms=5)
+    FAST, timing=replace(FAST.timing, debounce_ms=300, max_delay_ms=2000, runtime_debounce_ms=5)
 )
 
 
@@ -92,7 +92,7 @@ class Driven:
             settings=settings,
             sources=self.sources,
             applier=self.applier,
-            renderer=Renderer(replace(settings.render, runtime_socket="/run/k2h/admin.sock")),
+            renderer=Renderer(settings.render, RenderPaths(runtime_socket="/run/k2h/admin.sock")),
             metrics=Metrics(),
             host=host,
             clock=self.clock,

@@ -546,7 +546,7 @@ def test_haproxy_starts_where_the_attached_controller_looks(
 def test_the_probes_reach_the_controllers_endpoint(builds: dict[str, list[Obj]], name: str) -> None:
     objects = builds[name]
     c = container(objects, "controller")
-    host, port = parse_listen(controller_settings(objects).run.listen)
+    host, port = parse_listen(controller_settings(objects).observe.listen)
     assert pod_spec(the(objects, "DaemonSet"))["hostNetwork"] is True
     for probe in (c["livenessProbe"], c["readinessProbe"]):
         assert probe["httpGet"]["port"] == port
@@ -574,7 +574,7 @@ def test_the_probes_reach_the_controllers_endpoint(builds: dict[str, list[Obj]],
 
 
 def test_every_environment_variable_is_a_setting(builds: dict[str, list[Obj]]) -> None:
-    known = {spec.envvar for spec in settings.option_specs()}
+    known = {spec.envvar for spec in settings.specs()}
     for objects in builds.values():
         for c in pod_spec(the(objects, "DaemonSet"))["containers"]:
             for name in env_of(c):
@@ -811,27 +811,27 @@ def test_run_sh_starts_haproxy_with_both_sockets(
             BOOTSTRAP_CFG.read_text().replace(paths.runtime_socket, str(runtime)) + "# kept\n"
         )
     environment = {**os.environ, "PATH": f"{Path(haproxy_bin).parent}:{os.environ['PATH']}"}
-    process = subprocess.Popen(
+    with subprocess.Popen(
         ["sh", str(script)], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        master_cli = MasterCLI(str(master), timeout_s=2)
-        # Listed is not ready from 3.1: wait for a worker that answers.
-        worker = master_cli.wait_ready(deadline=time.monotonic() + 10)
-        assert process.poll() is None, process.communicate()[0].decode()
-        assert worker is not None, "no worker answers behind the master socket"
-        # exec: the master is the process the container runtime signals.
-        table = master_cli.command("show proc").splitlines()
-        assert table[1].split()[:2] == [str(process.pid), "master"], table
-        assert "Name: HAProxy" in RuntimeAPI(str(runtime)).command("show info")
-        assert Path(relocate(paths.maps_dir)).is_dir()
-        assert config.read_text().endswith("# kept\n") == restarted
-        process.send_signal(signal.SIGUSR1)  # the haproxy image's STOPSIGNAL: a soft stop
-        assert process.wait(timeout=5) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    ) as process:
+        try:
+            master_cli = MasterCLI(str(master), timeout_s=2)
+            # Listed is not ready from 3.1: wait for a worker that answers.
+            worker = master_cli.wait_ready(deadline=time.monotonic() + 10)
+            assert process.poll() is None, process.communicate()[0].decode()
+            assert worker is not None, "no worker answers behind the master socket"
+            # exec: the master is the process the container runtime signals.
+            table = master_cli.command("show proc").splitlines()
+            assert table[1].split()[:2] == [str(process.pid), "master"], table
+            assert "Name: HAProxy" in RuntimeAPI(str(runtime)).command("show info")
+            assert Path(relocate(paths.maps_dir)).is_dir()
+            assert config.read_text().endswith("# kept\n") == restarted
+            process.send_signal(signal.SIGUSR1)  # the haproxy image's STOPSIGNAL: a soft stop
+            assert process.wait(timeout=5) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def test_the_controller_image_carries_the_pods_haproxy_and_keepalived(

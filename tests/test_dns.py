@@ -11,10 +11,11 @@ import dns.zone
 import pytest
 import yaml
 
-from kube2haproxy import cli, vips
+from kube2haproxy import cli
 from kube2haproxy import dns as records_mod
 from kube2haproxy.publish import Publisher, next_serial
 from kube2haproxy.settings import PublishSettings
+from kube2haproxy.translate import addresses as vips
 from tests.builders import endpoint_slice, run, service
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from kube2haproxy import tuning
 from kube2haproxy.errors import ExitCode
+from kube2haproxy.options import ValueKind
 from kube2haproxy.render import duration
-from kube2haproxy.settings import ValueKind, option_specs
+from kube2haproxy.settings import specs
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -34,8 +35,7 @@ def test_every_annotation_is_documented_with_its_default():
 
 def test_every_setting_is_documented_with_its_variable_and_default():
     rows = table_rows(r"`--(\[no-\])?[a-z-]+`")
-    specs = option_specs()
-    for spec in specs:
+    for spec in specs():
         default = spec.default
         flag = spec.flag
         if spec.kind is ValueKind.DURATION:

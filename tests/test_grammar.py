@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kube2haproxy import grammar
-from kube2haproxy.grammar import GrammarError
+from kube2haproxy.errors import GrammarError
 
 ACCEPT, REJECT = True, False
 

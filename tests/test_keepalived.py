@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kube2haproxy import keepalived
-from kube2haproxy.errors import EnvironmentProblem
+from kube2haproxy.errors import EnvironmentProblem, KeepalivedError
 from kube2haproxy.publish import Publisher
 from kube2haproxy.settings import PublishSettings
 from tests.builders import run, service
@@ -124,7 +124,7 @@ def test_every_value_is_checked_against_its_grammar(field, value):
         "password": "ok",
         field: value,
     }
-    with pytest.raises(keepalived.KeepalivedError):
+    with pytest.raises(KeepalivedError):
         keepalived.render(["10.0.0.1"], keepalived.Vrrp(**values))
 
 
@@ -163,18 +163,18 @@ def hups(process: subprocess.Popen[bytes], expected: int) -> None:
 
 @pytest.fixture
 def fake_keepalived(tmp_path):
-    process = subprocess.Popen(
+    with subprocess.Popen(
         # Unbuffered: readline() reads byte by byte, so select() sees every line not yet read.
         [sys.executable, "-c", HUP_RECORDER],
         stdout=subprocess.PIPE,
         bufsize=0,
-    )
-    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
-    pidfile = tmp_path / "keepalived.pid"
-    pidfile.write_text(f"{process.pid}\n")
-    yield process, pidfile
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=10)
+    ) as process:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        pidfile = tmp_path / "keepalived.pid"
+        pidfile.write_text(f"{process.pid}\n")
+        yield process, pidfile
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
 
 
 def test_the_publisher_rewrites_and_reloads_only_when_the_vips_change(

@@ -12,10 +12,10 @@ from dataclasses import replace
 
 import pytest
 
-from kube2haproxy.kube import KubeSource, api_client
+from kube2haproxy.events import Event
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.settings import KubeSettings
-from kube2haproxy.store import Event
+from kube2haproxy.sources.kube import KubeSource, api_client
 from tests.builders import endpoint_slice, endpoints_v1, service
 from tests.fakeapi import FakeKubeAPI
 from tests.live import wait_for

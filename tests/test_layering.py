@@ -1,148 +1,53 @@
-"""The layering of DESIGN.md, enforced: a pure core that does no I/O, and one importer per
-heavy dependency. Every module must be classified here, so a new one cannot slip past."""
+"""The layering of DESIGN.md is enforced by import-linter's contracts in pyproject.toml (run by
+scripts/check). Here: every module of the package is in one of its layers, so a new module
+cannot slip past them unclassified."""
 
 from __future__ import annotations
 
-import ast
+import tomllib
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "kube2haproxy"
-
-# Pure modules: values and functions of values (settings and errors are plain declarations).
-CORE = {
-    "capabilities",
-    "dns",
-    "errors",
-    "findings",
-    "grammar",
-    "keepalived",
-    "layouts",
-    "layouts.per_port",
-    "layouts.per_service",
-    "model",
-    "names",
-    "plan",
-    "resources",
-    "schedule",
-    "settings",
-    "slots",
-    "store",
-    "translate",
-    "tuning",
-    "unbindable",
-    "vips",
-}
-EDGE = {
-    "__init__",
-    "appliers",
-    "appliers.cli_socket",
-    "appliers.master",
-    "appliers.master_cli",
-    "appliers.recording",
-    "appliers.runtime",
-    "appliers.supervisor",
-    "cli",
-    "configfile",
-    "controller",
-    "health",
-    "heap",
-    "kube",
-    "lock",
-    "logs",
-    "manifests",
-    "metrics",
-    "probes",
-    "publish",
-    "render",
-    "runner",
-    "sockets",
-}
-
-# No I/O, no clock, no processes, no threads, no randomness, no logging in the core.
-IMPURE = {
-    "asyncio",
-    "jinja2",
-    "kubernetes",
-    "logging",
-    "os",
-    "pathlib",
-    "prometheus_client",
-    "random",
-    "requests",
-    "shutil",
-    "socket",
-    "subprocess",
-    "sys",
-    "tempfile",
-    "threading",
-    "time",
-    "watchdog",
-    "yaml",
-    "datetime",
-    "urllib",
-    "http",
-    "io",
-    "gc",
-}
-ONLY = {
-    "kubernetes": {"kube"},
-    "jinja2": {"render"},
-    "watchdog": {"manifests"},
-    "prometheus_client": {"metrics", "probes"},
-}
-
-
-def source(module: str) -> Path:
-    path = PACKAGE / f"{module.replace('.', '/')}.py"
-    return path if path.exists() else PACKAGE / module.replace(".", "/") / "__init__.py"
-
-
-def imports(module: str) -> set[str]:
-    tree = ast.parse(source(module).read_text())
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            if node.module == "kube2haproxy":
-                found |= {f"kube2haproxy.{alias.name}" for alias in node.names}
-    return found
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "kube2haproxy"
 
 
 def modules() -> set[str]:
-    """Dotted names below the package; a subpackage is its `__init__`."""
+    """Dotted names of the package's modules; a subpackage is its `__init__`."""
     found = set()
     for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
-        if parts[-1] == "__init__" and len(parts) > 1:
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
             parts = parts[:-1]
         found.add(".".join(parts))
     return found
 
 
-def test_every_module_is_classified():
-    assert modules() == CORE | EDGE | (modules() & set().union(*ONLY.values())), (
-        f"classify: {sorted(modules() - CORE - EDGE)}"
-    )
+def layers() -> list[set[str]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = [c for c in config["contracts"] if c["type"] == "layers"]
+    return [
+        {name.strip() for name in layer.replace("|", ":").split(":")}
+        for layer in contract["layers"]
+    ]
 
 
-def test_core_imports_nothing_impure_and_no_edge_module():
-    for module in CORE:
-        for name in imports(module):
-            top = name.split(".")[0]
-            assert top not in IMPURE, f"{module} imports {name}"
-            if name.startswith("kube2haproxy."):
-                assert name.removeprefix("kube2haproxy.") in CORE, f"{module} imports {name}"
+def test_every_module_is_in_a_layer():
+    named = set().union(*layers())
+    unplaced = {
+        module
+        for module in modules() - {"kube2haproxy"}
+        if not any(module == name or module.startswith(name + ".") for name in named)
+    }
+    assert not unplaced, f"place these in a layer of pyproject.toml: {sorted(unplaced)}"
 
 
-def test_heavy_dependencies_have_one_importer():
-    for dependency, allowed in ONLY.items():
-        importers = {m for m in modules() if any(n.split(".")[0] == dependency for n in imports(m))}
-        assert importers <= allowed, f"{dependency} imported by {sorted(importers - allowed)}"
+def test_every_layer_names_modules_that_exist():
+    for layer in layers():
+        for name in layer:
+            assert name in modules(), name
 
 
-def test_the_checker_sees_imports():
-    """The rules above would notice a violation: render does import jinja2."""
-    assert "jinja2" in imports("render")
-    assert "kube2haproxy.tuning" in imports("translate")
+def test_the_core_is_what_the_purity_contract_covers():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (pure,) = [c for c in config["contracts"] if c["name"].startswith("The core does no I/O")]
+    assert set(pure["source_modules"]) == layers()[-1]

@@ -26,9 +26,9 @@ from watchdog.events import (
     FileOpenedEvent,
 )
 
-from kube2haproxy.manifests import ManifestSource, _Poke
+from kube2haproxy.events import Event
 from kube2haproxy.resources import Key, Kind
-from kube2haproxy.store import Event
+from kube2haproxy.sources.manifests import ManifestSource, _Poke
 from tests.builders import endpoint_slice, service
 from tests.live import wait_for
 from tests.test_manifests import alias_bomb
@@ -138,7 +138,7 @@ def test_a_broken_file_is_reported_once_per_content(tmp_path, caplog):
     dump(path, service("web"))
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     source = ManifestSource([str(tmp_path)], debounce_s=0.05, max_delay_s=0.5)
-    caplog.set_level(logging.WARNING, logger="kube2haproxy.manifests")
+    caplog.set_level(logging.WARNING, logger="kube2haproxy.sources.manifests")
     source.start(events.put)
 
     def reports() -> int:
@@ -192,7 +192,7 @@ def test_a_file_rewritten_without_pause_is_followed_within_the_maximum_delay(tmp
 
 
 def test_an_alias_bomb_among_the_files_is_refused_and_the_rest_served(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="kube2haproxy.manifests")
+    caplog.set_level(logging.WARNING, logger="kube2haproxy.sources.manifests")
     dump(tmp_path / "web.yaml", service("web"))
     (tmp_path / "bomb.yaml").write_text(alias_bomb())
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kube2haproxy import manifests
 from kube2haproxy.errors import InputError
 from kube2haproxy.findings import Severity
 from kube2haproxy.resources import Key, Kind
+from kube2haproxy.sources import manifests
 
 
 def write(path: Path, text: str) -> Path:

@@ -86,10 +86,10 @@ def test_missing_templates_directory_is_a_template_error(tmp_path):
         render(model(), templates=str(tmp_path / "absent"))
 
 
-def test_bundled_templates_ship_inside_the_package():
-    import kube2haproxy
-
-    assert Path(kube2haproxy.__file__).parent / "templates" == BUNDLED
+def test_the_bundled_templates_are_the_checkouts_top_level_folder():
+    """In the checkout (editable or bare), the folder users look in for what to override;
+    tests/test_packaging.py shows a wheel ships them inside the package."""
+    assert Path(__file__).resolve().parents[1] / "templates" == BUNDLED
     assert {p.name for p in BUNDLED.glob("*.j2")} >= {
         "haproxy.cfg.j2",
         "global.j2",

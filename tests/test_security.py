@@ -13,7 +13,6 @@ import copy
 import re
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -466,10 +465,6 @@ def test_line_shapes_are_strict_enough_to_catch_an_injection():
         "    server s1 a\\ b:1",
     ]:
         assert not _LINE.fullmatch(evil) and evil.strip() not in _FIXED_COMMENTS, evil
-
-
-def test_templates_directory_exists():
-    assert Path(BUNDLED).is_dir()
 
 
 def test_an_alias_bomb_is_reported_in_bounded_space():

@@ -14,17 +14,18 @@ import pytest
 
 from kube2haproxy.appliers.supervisor import Supervisor
 from kube2haproxy.controller import Controller
-from kube2haproxy.kube import KubeSource, api_client
 from kube2haproxy.metrics import Metrics
-from kube2haproxy.render import Renderer
+from kube2haproxy.render import BUNDLED, Renderer
 from kube2haproxy.settings import (
     KubeSettings,
+    RenderPaths,
     RenderSettings,
-    RunSettings,
     Settings,
+    TimingSettings,
     TranslateSettings,
 )
 from kube2haproxy.sockets import LocalHost
+from kube2haproxy.sources.kube import KubeSource, api_client
 from tests.builders import ScriptedSource, endpoint, endpoint_slice, service
 from tests.fakeapi import FakeKubeAPI
 from tests.live import (
@@ -41,7 +42,7 @@ from tests.live import (
 
 SETTINGS = Settings(
     translate=TranslateSettings(allow_loopback_endpoints=True),
-    run=RunSettings(debounce_ms=20, max_delay_ms=200, retry_interval_ms=500),
+    timing=TimingSettings(debounce_ms=20, max_delay_ms=200, retry_interval_ms=500),
 )
 
 
@@ -51,18 +52,17 @@ def serving(
 ) -> Iterator[tuple[Controller, ScriptedSource, Supervisor]]:
     supervisor, applier = supervised(tmp, haproxy_bin)
     source = ScriptedSource()
-    render = replace(
-        settings.render,
+    paths = RenderPaths(
         runtime_socket=str(tmp / "admin.sock"),
-        maps_dir=settings.render.maps_dir or str(tmp / "maps"),  # where the applier puts them
+        maps_dir=settings.paths.maps_dir or str(tmp / "maps"),  # where the applier puts them
     )
     controller = Controller(
-        settings=replace(settings, render=render),
+        settings=settings,
         sources=[source],
         applier=applier,
-        renderer=Renderer(render),
+        renderer=Renderer(settings.render, paths),
         metrics=Metrics(),
-        host=LocalHost(pids=applier.pids, transparent=render.bind_transparent),
+        host=LocalHost(pids=applier.pids, transparent=settings.render.bind_transparent),
     )
     controller.start_sources()
     thread = threading.Thread(target=controller.run, daemon=True)
@@ -147,7 +147,7 @@ def test_reloads_drop_nothing_and_route_to_exactly_the_new_backends(
         with Traffic(vip, port) as traffic:
             wait_for(lambda: traffic.ok > 20, what="traffic flowing")
             for i, (label, objects, expected) in enumerate(steps):
-                applies = controller.applies
+                reloads = controller.reloads
                 # Each step also changes a setting of the service: endpoint changes alone go
                 # through the runtime API (tests/test_churn.py); here every step reloads.
                 annotations = {"kube2haproxy.io/timeout-server": f"{30 + i}s"}
@@ -160,7 +160,7 @@ def test_reloads_drop_nothing_and_route_to_exactly_the_new_backends(
                 )
                 for obj in objects:
                     source.put(obj)
-                wait_for(lambda applies=applies: controller.applies > applies, what=label)
+                wait_for(lambda reloads=reloads: controller.reloads > reloads, what=label)
                 assert serves(vip, port, expected) == expected, label
             served = traffic.ok
             wait_for(lambda: traffic.ok > served + 20, what="traffic after the last change")
@@ -177,7 +177,7 @@ def test_a_config_haproxy_refuses_keeps_the_last_good_one_serving(tmp_path, hapr
     a, b, *_ = backends
     templates = tmp_path / "templates"
     templates.mkdir()
-    bundled = Path(__file__).parents[1] / "kube2haproxy" / "templates" / "backends.j2"
+    bundled = BUNDLED / "backends.j2"
     (templates / "backends.j2").write_text(
         bundled.read_text().replace(
             "{% for s in be.servers %}",
@@ -234,15 +234,15 @@ def test_a_service_created_at_the_api_is_served_through_cut_watches(
             watch_timeout_ms=2_000,
             backoff_max_ms=200,
         )
-        settings = replace(
-            SETTINGS, kube=kube, render=RenderSettings(runtime_socket=str(tmp_path / "admin.sock"))
-        )
+        settings = replace(SETTINGS, kube=kube)
         source = KubeSource(kube, client=api_client(kube), read_grace_s=1.0)
         controller = Controller(
             settings=settings,
             sources=[source],
             applier=applier,
-            renderer=Renderer(settings.render),
+            renderer=Renderer(
+                settings.render, RenderPaths(runtime_socket=str(tmp_path / "admin.sock"))
+            ),
             metrics=Metrics(),
             host=LocalHost(pids=applier.pids, transparent=settings.render.bind_transparent),
         )
@@ -297,7 +297,7 @@ def test_an_address_this_host_cannot_listen_on_blocks_nothing(tmp_path, haproxy_
                     ports=[("http", port)],
                 )
             )
-            wait_for(lambda: controller.applies == 2, what="the tenant's service")
+            wait_for(lambda: controller.reloads == 2, what="the tenant's service")
             cfg = (tmp_path / "haproxy.cfg").read_text()
             assert f"bind {other}:{port}" in cfg and "192.0.2.1" not in cfg
             source.put(slice_of(b))

@@ -672,8 +672,8 @@ def test_pruned_objects_translate_exactly_like_the_originals():
     read was dropped: every scenario and the example translate identically after pruning."""
     from pathlib import Path
 
-    from kube2haproxy.manifests import load
     from kube2haproxy.resources import prune
+    from kube2haproxy.sources.manifests import load
     from tests.builders import run_loaded
 
     scenarios = Path(__file__).parent / "scenarios"

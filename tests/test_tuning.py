@@ -20,7 +20,7 @@ P = tuning.PREFIX
         ("timeout-client", "45s", "client_timeout_ms", 45_000),
         ("timeout-tunnel", "12h", "tunnel_timeout_ms", 43_200_000),
         ("maxconn", "1", "server_maxconn", 1),
-        ("check", "tcp", "check", CheckKind.TCP),
+        ("check", "tcp", "check_kind", CheckKind.TCP),
         ("proxy-protocol", "v2", "proxy_protocol", ProxyProtocol.V2),
         ("proxy-protocol", "none", "proxy_protocol", ProxyProtocol.NONE),
         (
@@ -47,7 +47,7 @@ def test_valid_values(key, value, field, expected):
         ("timeout-connect", "0", "connect_timeout_ms", None),
         ("maxconn", "0", "server_maxconn", None),
         ("maxconn", "10\nserver evil 1.2.3.4:80", "server_maxconn", None),
-        ("check", "yes", "check", CheckKind.NONE),
+        ("check", "yes", "check_kind", CheckKind.NONE),
         ("proxy-protocol", "v3", "proxy_protocol", ProxyProtocol.NONE),
         ("source-ranges", "10.0.0.0/8,", "source_ranges", ()),
         ("source-ranges", "10.0.0.0/8, everyone", "source_ranges", ()),

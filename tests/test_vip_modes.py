@@ -8,11 +8,12 @@ import http.client
 import ipaddress
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from kube2haproxy import vips
-from kube2haproxy.settings import RenderSettings, RunSettings, Settings, TranslateSettings
+from kube2haproxy.settings import RenderSettings, Settings, TimingSettings, TranslateSettings
+from kube2haproxy.translate import addresses as vips
 from tests.builders import endpoint_slice, service
 from tests.live import (
     Backend,
@@ -26,7 +27,7 @@ from tests.live import (
 )
 from tests.test_serve import serving
 
-RUN = RunSettings(
+TIMING = TimingSettings(
     debounce_ms=20,
     max_delay_ms=200,
     runtime_debounce_ms=5,
@@ -39,14 +40,14 @@ def settings(layout: str = "per-service", **translate: str) -> Settings:
     return Settings(
         translate=TranslateSettings(allow_loopback_endpoints=True, **translate),  # type: ignore[arg-type]
         render=RenderSettings(frontend_layout=layout),
-        run=RUN,
+        timing=TIMING,
     )
 
 
 def listening(port: int) -> set[str]:
     """The IPv4 addresses with a listening TCP socket on this port (from the kernel's table)."""
     found = set()
-    for line in open("/proc/net/tcp").read().splitlines()[1:]:  # noqa: SIM115
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         local, state = line.split()[1], line.split()[3]
         address, hex_port = local.split(":")
         if state == "0A" and int(hex_port, 16) == port:

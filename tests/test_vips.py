@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kube2haproxy import vips
-from kube2haproxy.grammar import GrammarError
+from kube2haproxy.errors import GrammarError
 from kube2haproxy.render import Renderer
 from kube2haproxy.resources import Kind, key_of
 from kube2haproxy.settings import RenderSettings, TranslateSettings
 from kube2haproxy.store import Store
-from kube2haproxy.translate import TranslateCache, pool_networks, translate
+from kube2haproxy.translate import TranslateCache, translate, vip_cidr_networks
+from kube2haproxy.translate import addresses as vips
 from tests.builders import endpoint_slice, run, service
 
 V4 = ipaddress.ip_network("10.200.0.0/16")
@@ -26,9 +26,11 @@ POOL = {"vip_mode": "pool", "vip_cidr": "10.200.0.0/16,fd00:200::/64"}
 VIP = "kube2haproxy.io/vip"
 
 
-def claim(i: int, *, requested: tuple[str, ...] = ()) -> vips.Claim:
+def claim(i: int, *, requested: tuple[str, ...] = ()) -> vips.AddressClaim:
     """Service number i, created i seconds after the first."""
-    return vips.Claim("ns", f"svc-{i}", f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z", requested)
+    return vips.AddressClaim(
+        "ns", f"svc-{i}", f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z", requested
+    )
 
 
 def bound(translation, name: str, namespace: str = "default") -> set[str]:
@@ -145,7 +147,7 @@ def test_a_request_applies_to_its_family_only():
 
 def test_an_unknown_creation_time_counts_as_newest():
     network = ipaddress.ip_network("10.9.0.0/32")  # one address: everyone collides
-    unknown = vips.Claim("aaa", "first-by-name", "")
+    unknown = vips.AddressClaim("aaa", "first-by-name", "")
     allocated, _ = vips.allocate([unknown, claim(59)], [network])
     assert allocated[("ns", "svc-59")] == ("10.9.0.0",)
     assert allocated[("aaa", "first-by-name")] == ()
@@ -313,12 +315,12 @@ def test_every_replica_renders_the_same_config_from_the_same_cluster():
 def test_invalid_pool_networks_are_refused(cidr):
     settings = TranslateSettings(vip_mode="pool", vip_cidr=cidr)
     with pytest.raises(GrammarError):
-        pool_networks(settings)
+        vip_cidr_networks(settings)
 
 
 def test_pool_networks_are_canonical_and_only_used_in_pool_mode():
     settings = TranslateSettings(vip_mode="pool", vip_cidr=" 10.200.0.1/16 , fd00:200::/64")
-    assert pool_networks(settings) == (V4, V6)  # host bits dropped: the same network
-    assert pool_networks(TranslateSettings(vip_cidr="10.200.0.0/16")) == ()
+    assert vip_cidr_networks(settings) == (V4, V6)  # host bits dropped: the same network
+    assert vip_cidr_networks(TranslateSettings(vip_cidr="10.200.0.0/16")) == ()
     loopback = TranslateSettings(vip_mode="pool", vip_cidr="127.0.0.0/8,::1/128")
-    assert [str(n) for n in pool_networks(loopback)] == ["127.0.0.0/8", "::1/128"]
+    assert [str(n) for n in vip_cidr_networks(loopback)] == ["127.0.0.0/8", "::1/128"]

@@ -139,12 +139,14 @@ class MasterCLIApplier:
                 "HAProxy refused this exact config already; waiting for a change "
                 f"(it is kept in {configfile.rejected_path(self.config)})"
             )
-        configfile.write_files(self.maps_dir, config.files)
-        staged = configfile.Staged(self.config, text)
-        started = time.monotonic()
-        output = staged.check(binary=self.binary, timeout_s=self.check_timeout_s)
-        check_s = time.monotonic() - started
-        staged.commit()
+        installed = configfile.install(
+            self.config,
+            text,
+            files=config.files,
+            maps_dir=self.maps_dir,
+            binary=self.binary,
+            timeout_s=self.check_timeout_s,
+        )
         started = time.monotonic()
         try:
             outcome = self._load()
@@ -162,7 +164,9 @@ class MasterCLIApplier:
         self._running_text = text
         if config.files_glob:  # files of older configs are not needed once this one runs
             configfile.prune_files(self.maps_dir, config.files, pattern=config.files_glob)
-        return ApplyReport(outcome, check_s, time.monotonic() - started, output)
+        return ApplyReport(
+            outcome, installed.check_s, time.monotonic() - started, installed.check_output
+        )
 
     def _load(self) -> Outcome:
         """Start the supervised HAProxy, or reload the running one; confirmed."""
@@ -206,7 +210,7 @@ class MasterCLIApplier:
             caps = self.capabilities()
         except HAProxyUnavailable as exc:
             raise RuntimeUpdateError(str(exc)) from exc
-        self.runtime.apply(plan.slots, caps)
+        self.runtime.update_slots(plan.slots, caps)
         elapsed = time.monotonic() - started
         # HAProxy runs exactly this text now: no `haproxy -c` (only slots changed). It is
         # written in the background; a reload flushes it first.

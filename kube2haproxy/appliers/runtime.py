@@ -106,7 +106,7 @@ class RuntimeAPI:
             replies.extend(got)
         return replies
 
-    def apply(self, changes: Sequence[SlotChange], capabilities: Capabilities) -> int:
+    def update_slots(self, changes: Sequence[SlotChange], capabilities: Capabilities) -> int:
         """Apply slot changes, checking every reply; the number of commands sent.
         RuntimeUpdateError when anything does not go exactly as planned."""
         commands = [command for change in changes for command in slot_commands(change)]

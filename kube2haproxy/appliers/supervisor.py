@@ -255,14 +255,15 @@ class Supervisor:
 
     def _forward(self, child: subprocess.Popen[bytes]) -> None:
         assert child.stdout is not None
-        for raw in child.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if not line:
-                continue
-            self.last_output = [*self.last_output[-99:], line]
-            if _LOADED.search(line):
-                self._loaded.set()
-            haproxy_log.log(output_level(line), "%s", line)
+        with child.stdout as output:  # closed at end of file: when every process let go of it
+            for raw in output:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if not line:
+                    continue
+                self.last_output = [*self.last_output[-99:], line]
+                if _LOADED.search(line):
+                    self._loaded.set()
+                haproxy_log.log(output_level(line), "%s", line)
 
     def _watch(self) -> None:
         """Restart the master we watch when it dies, after a backoff; if someone else (start())

@@ -34,10 +34,10 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from kube2haproxy.errors import InputError
+from kube2haproxy.errors import FieldError, InputError
+from kube2haproxy.events import Event, EventType, differences
 from kube2haproxy.findings import Finding, warning
-from kube2haproxy.resources import JSON, FieldError, Key, Kind, key_of, kind_of
-from kube2haproxy.store import Event, EventType, differences
+from kube2haproxy.resources import JSON, Key, Kind, key_of, kind_of
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ import kubernetes.client
 import kubernetes.config
 import urllib3
 
-from kube2haproxy.errors import EnvironmentProblem
+from kube2haproxy.errors import EnvironmentProblem, FieldError
+from kube2haproxy.events import Event, EventType, differences
 from kube2haproxy.metrics import Metrics
-from kube2haproxy.resources import JSON, FieldError, Key, Kind, key_of, prune
+from kube2haproxy.resources import JSON, Key, Kind, key_of, prune
 from kube2haproxy.settings import KubeSettings
-from kube2haproxy.store import Event, EventType, differences
 
 log = logging.getLogger(__name__)
 

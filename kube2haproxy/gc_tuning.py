@@ -1,4 +1,4 @@
-"""heap: garbage-collector tuning for the large, long-lived inputs this program holds.
+"""gc_tuning: garbage-collector tuning for the large, long-lived inputs this program holds.
 
 A 10,000-service cluster is about a million dicts and lists. CPython's cyclic collector rescans
 all of them on every full collection, which made translating such a cluster 40% slower. The input

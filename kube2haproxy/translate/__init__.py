@@ -1,0 +1,149 @@
+"""translate: a snapshot of Kubernetes objects becomes the model, with findings.
+
+Every Kubernetes rule lives in this package, one room per job: `services` (one Service: skip
+reasons, ports, affinity, source ranges, annotations), `endpoints` (EndpointSlices and v1
+Endpoints become server lines: the hot path), `addresses` (VIPs and the pool's addresses),
+`assembly` (what needs every service at once: pool allocation, conflicts, unbindable
+addresses). This module is the entry point and the per-service cache: each service is
+translated on its own (pure, cacheable by its inputs), then assembled. No I/O, no clock: the
+same snapshot always yields the same model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from kube2haproxy.findings import Finding, SkipReason
+from kube2haproxy.model import Model
+from kube2haproxy.resources import JSON, Key
+from kube2haproxy.settings import TranslateSettings
+from kube2haproxy.store import Snapshot
+from kube2haproxy.translate.addresses import vip_cidr_networks
+from kube2haproxy.translate.assembly import assemble
+from kube2haproxy.translate.services import ServiceResult, translate_service
+
+__all__ = [
+    "ServiceResult",
+    "TranslateCache",
+    "Translation",
+    "confined",
+    "translate",
+    "translate_cached",
+    "translate_service",
+    "vip_cidr_networks",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    model: Model
+    findings: tuple[Finding, ...]
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "warning")
+
+    @property
+    def skipped(self) -> Mapping[SkipReason, int]:
+        """Services (and ports) not served, counted by reason."""
+        return Counter(f.skip for f in self.findings if f.skip is not None)
+
+
+class TranslateCache:
+    """Per-service results of earlier translations, reused while the service's inputs are the very
+    same objects: the store hands out one dict per object version, so identity means unchanged.
+    A long-running controller keeps one, making a change cost O(changed services)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Key, tuple[tuple[object, ...], ServiceResult]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, key: Key, inputs: tuple[object, ...]) -> ServiceResult | None:
+        entry = self._entries.get(key)
+        if entry is None or len(entry[0]) != len(inputs):
+            return None
+        if all(a is b for a, b in zip(entry[0], inputs, strict=True)):
+            return entry[1]
+        return None
+
+    def store(self, key: Key, inputs: tuple[object, ...], result: ServiceResult) -> None:
+        self._entries[key] = (inputs, result)
+
+    def previous(self, key: Key) -> ServiceResult | None:
+        """The last result stored for a service, whatever its inputs were."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None else None
+
+    def retain(self, keys: Iterable[Key]) -> None:
+        """Forget the services that are gone."""
+        keep = set(keys)
+        for key in [k for k in self._entries if k not in keep]:
+            del self._entries[key]
+
+
+def translate(
+    snapshot: Snapshot,
+    settings: TranslateSettings,
+    *,
+    cache: TranslateCache | None = None,
+    unbindable: Mapping[tuple[str, int], str] | None = None,
+) -> Translation:
+    """The model of a snapshot. `unbindable`: address:port pairs this host cannot listen on
+    (found by the controller), with why; they are left out, with a warning for their service."""
+    results = [
+        translate_cached(
+            key,
+            service,
+            slices=snapshot.slices.get(key, ()),
+            endpoints=snapshot.endpoints.get(key),
+            settings=settings,
+            cache=cache,
+        )
+        for key, service in sorted(snapshot.services.items())
+    ]
+    if cache is not None and len(cache) > len(snapshot.services):
+        cache.retain(snapshot.services)
+    model, findings = assemble(results, unbindable=unbindable, vip_cidr=vip_cidr_networks(settings))
+    return Translation(model, findings)
+
+
+def translate_cached(
+    key: Key,
+    service: JSON,
+    *,
+    slices: tuple[JSON, ...],
+    endpoints: JSON | None,
+    settings: TranslateSettings,
+    cache: TranslateCache | None,
+) -> ServiceResult:
+    """translate_service, through the cache when there is one."""
+    inputs = (settings, service, endpoints, *slices)
+    result = cache.lookup(key, inputs) if cache is not None else None
+    if result is None:
+        result = translate_service(
+            key, service, slices=slices, endpoints=endpoints, settings=settings
+        )
+        if cache is not None:
+            cache.store(key, inputs, result)
+    return result
+
+
+def confined(old: ServiceResult, new: ServiceResult) -> bool:
+    """Only the servers of the service's backends differ: its frontends, addresses and backend
+    settings are the same, so the rest of the model (address conflicts included) is too."""
+    return (
+        old.frontends == new.frontends
+        and old.vips == new.vips
+        and old.entry == new.entry
+        and old.created == new.created
+        and old.claim == new.claim
+        and len(old.backends) == len(new.backends)
+        and all(
+            a.name == b.name and a.settings == b.settings
+            for a, b in zip(old.backends, new.backends, strict=True)
+        )
+    )

@@ -1,0 +1,47 @@
+"""The resources served: each one's plural (its path segment), kind, list kind and API group,
+and the checks that turn a kind or a resource name given by a test into one of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """One served resource: its plural (the path segment), kinds and API group prefix."""
+
+    resource: str
+    kind: str
+    list_kind: str
+    api_version: str
+    prefix: str
+
+
+RESOURCES: dict[str, ResourceType] = {
+    rt.resource: rt
+    for rt in (
+        ResourceType("services", "Service", "ServiceList", "v1", "/api/v1"),
+        ResourceType("endpoints", "Endpoints", "EndpointsList", "v1", "/api/v1"),
+        ResourceType(
+            "endpointslices",
+            "EndpointSlice",
+            "EndpointSliceList",
+            "discovery.k8s.io/v1",
+            "/apis/discovery.k8s.io/v1",
+        ),
+    )
+}
+BY_KIND = {rt.kind: rt for rt in RESOURCES.values()}
+
+
+def type_of_kind(kind: Any) -> ResourceType:
+    if kind not in BY_KIND:
+        raise ValueError(f"unsupported kind {kind!r}: one of {sorted(BY_KIND)}")
+    return BY_KIND[kind]
+
+
+def check_resource(resource: str) -> str:
+    if resource not in RESOURCES:
+        raise ValueError(f"unknown resource {resource!r}: one of {sorted(RESOURCES)}")
+    return resource
