@@ -23,6 +23,7 @@ from typing import Protocol
 from kube2haproxy import gc_tuning
 from kube2haproxy import plan as planner
 from kube2haproxy.appliers import Applier, ApplyReport, Config, Outcome
+from kube2haproxy.deployed import Deployed
 from kube2haproxy.errors import (
     CheckError,
     ConfigRefused,
@@ -42,9 +43,12 @@ from kube2haproxy.schedule import Due, Schedule
 from kube2haproxy.settings import Settings
 from kube2haproxy.store import Store
 from kube2haproxy.translate import (
+    ServiceResult,
     TranslateCache,
     Translation,
     confined,
+    served,
+    splice,
     translate,
     translate_cached,
 )
@@ -98,10 +102,13 @@ class Controller:
         self._store = Store()
         self._cache = TranslateCache()
         self._synced = {name: False for source in sources for name in source.names}
-        self.applied_model: Model | None = None
+        self.deployed: Deployed | None = None  # what HAProxy runs, as far as we know
         self._pending = 0  # object changes received and not applied yet
         self._dirty: set[Key] = set()  # services whose objects changed since the last apply
         self._unbindable = Unbindable()
+        self._contested: frozenset[Socket] = frozenset()  # from the last whole translation
+        self._bound_set: frozenset[Socket] = frozenset()
+        self._bound_for: object = None
         self._reported: set[Finding] = set()
         self._shared: set[Socket] = set()  # listeners shared with others, warned once
         self._stop = threading.Event()
@@ -227,11 +234,21 @@ class Controller:
             return
         self.metrics.pending_changes.set(0)
 
+    @property
+    def applied_model(self) -> Model | None:
+        """The model of the config file HAProxy runs (or would load)."""
+        return None if self.deployed is None else self.deployed.model
+
+    def _scope(self) -> planner.Scope:
+        return planner.Scope(self._layout, self._renderer.pool, self._applier.abilities())
+
     def _full_plan(self, *, retrying: bool) -> Plan:
         model = self._translate().model
-        decision = planner.plan(self.applied_model, model)
+        scope = self._scope()
+        decision = planner.plan(self.deployed, model, scope)
         if retrying and decision.action is not Action.RELOAD:
-            return planner.retry(decision.model)  # what HAProxy runs after a failure is unsure
+            # What HAProxy runs after a failure is unsure.
+            return planner.retry(decision.model, scope)
         return decision
 
     def _consumed(self) -> None:
@@ -242,19 +259,23 @@ class Controller:
 
     def _fast_plan(self) -> Plan | None:
         """The endpoint fast path, O(changed services): when the changed services differ only
-        in their backends' servers and those fit in the running slots, a runtime update
-        without a full translation of the cluster. None: take the full path."""
-        model = self.applied_model
-        if model is None or not self._dirty:
+        in their backends' servers, a runtime update without a full translation of the
+        cluster. None: take the full path."""
+        deployed = self.deployed
+        if deployed is None or not self._dirty:
             return None
         started = time.perf_counter()
         backends: dict[str, Backend] = {}
         findings: list[Finding] = []
+        added: list[ServiceResult] = []
+        removed: dict[Key, ServiceResult] = {}
         for key in self._dirty:
             service = self._store.get(Kind.SERVICE, key)
             before = self._cache.previous(key)
-            if service is None or before is None:
-                return None
+            if service is None:
+                if before is not None:
+                    removed[key] = before
+                continue
             after = translate_cached(
                 key,
                 service,
@@ -263,25 +284,70 @@ class Controller:
                 settings=self._settings.translate,
                 cache=self._cache,
             )
-            if not confined(before, after):
-                return None
-            backends.update((b.name, b) for b in after.backends)
             findings.extend(after.findings)
-        decision = planner.patch(model, backends)
+            if before is None:
+                added.append(after)
+            elif not confined(before, after):
+                return None
+            else:
+                backends.update((b.name, b) for b in after.backends)
+        if added or removed:
+            decision = None if backends else self._splice(deployed, added, removed)
+        else:
+            decision = planner.patch(deployed, backends, self._applier.abilities())
         if decision is None:
             return None
         self.metrics.translate_seconds.observe(time.perf_counter() - started)
         self._report(findings, partial=True)
         return decision
 
+    def _splice(
+        self, deployed: Deployed, added: list[ServiceResult], removed: dict[Key, ServiceResult]
+    ) -> Plan | None:
+        """The service fast path: whole services added and removed at runtime (per-port: a
+        spare and a map entry each), when nothing else in the cluster can be affected."""
+        if self._settings.translate.vip_mode == "pool" or self._unbindable.sockets:
+            return None
+        model = splice(
+            deployed.model,
+            bound=self._bound(deployed.model),
+            contested=self._contested,
+            added=added,
+            removed=list(removed.values()),
+        )
+        if model is None:
+            return None
+        # The addresses the new model serves, from the old ones (the model is not walked).
+        gone = {(b.ip, b.port) for r in removed.values() for f in r.frontends for b in f.binds}
+        came = {(b.ip, b.port) for r in added for f in r.frontends for b in f.binds}
+        self._bound_set = (self._bound(deployed.model) - gone) | came
+        self._bound_for = model.frontends
+        decision = planner.splice(
+            deployed,
+            model,
+            added=served(added),
+            removed=served(removed.values()),
+            scope=self._scope(),
+        )
+        if decision is not None:
+            for key in removed:
+                self._cache.forget(key)
+        return decision
+
+    def _bound(self, model: Model) -> frozenset[tuple[str, int]]:
+        """Every VIP:port a model serves (kept for the last model asked about)."""
+        if self._bound_for is not model.frontends:
+            self._bound_set = frozenset((b.ip, b.port) for f in model.frontends for b in f.binds)
+            self._bound_for = model.frontends
+        return self._bound_set
+
     def _exclude_unbindable(self, model: Model) -> bool:
         """Test-bind the sockets the model needs that HAProxy does not listen on yet; leave out
         the addresses of those that fail (True when any did)."""
         if self._host is None:
             return False
-        known = (
-            set() if self.applied_model is None else set(self._layout.listeners(self.applied_model))
-        )
+        running = self.applied_model
+        known = set() if running is None else set(self._layout.listeners(running))
         needed = self._layout.listeners(model)
         failed = self._host.unbindable(set(needed) - known)
         if not failed:
@@ -311,6 +377,7 @@ class Controller:
         if unhonoured:
             translation = replace(translation, findings=translation.findings + unhonoured)
         self.metrics.translate_seconds.observe(time.perf_counter() - started)
+        self._contested = translation.contested
         self._report(translation.findings)
         model = translation.model
         self.metrics.services.set(len(model.services))
@@ -320,19 +387,26 @@ class Controller:
         self.metrics.warnings.set(len(translation.warnings))
         return translation
 
-    def _config(self, model: Model) -> Config:
+    def _config(self, decision: Plan) -> Config:
+        model = decision.model
         started = time.perf_counter()
         with gc_tuning.paused():
             text = self._renderer.render(model)
         self.metrics.render_seconds.observe(time.perf_counter() - started)
-        return Config(text, self._renderer.files(model), self._layout.files_glob)
+        options = {}
+        if decision.ops.adds:
+            wanted = {add.options for add in decision.ops.adds}
+            for backend in model.backends:
+                if backend.name in wanted:
+                    options[backend.name] = self._renderer.server_options(backend)
+        return Config(text, self._renderer.files(model), self._layout.files_glob, options)
 
     def _execute(self, decision: Plan) -> None:
         """Apply a plan; a runtime update that goes wrong is applied as a reload instead."""
         if decision.action is Action.NONE:
             log.debug("no change to apply")
             return
-        config = self._config(decision.model)
+        config = self._config(decision)
         try:
             report = self._applier.apply(decision, config)
         except RuntimeUpdateError as exc:
@@ -340,19 +414,23 @@ class Controller:
                 raise
             self.metrics.runtime_updates.labels("fallback").inc()
             log.warning("runtime update failed (%s); reloading instead", exc)
-            decision = planner.fallback(decision)
+            decision = planner.fallback(decision, self._scope())
             report = self._applier.apply(decision, config)
         self._applied(decision, report)
 
     def _applied(self, decision: Plan, report: ApplyReport) -> None:
         """Record what HAProxy runs now, in the model, the metrics and the log."""
         before = self.applied_model
-        self.applied_model = decision.model
+        self.deployed = decision.deployed
         self.schedule.succeeded()
         self.metrics.confirmed()
         self.ready.set()
         if decision.action is Action.RUNTIME:
             self._counted_runtime(decision, report, before)
+            if self._publish is not None and (
+                before is None or before.services != decision.model.services
+            ):
+                self._publish(decision.model)  # services added or removed at runtime
             return
         if report.check_s:
             self.metrics.validate_seconds.observe(report.check_s)
@@ -378,27 +456,25 @@ class Controller:
             self.schedule.drift_after(self._clock(), at_once=True)
             self._check_shared(model)
         if self._publish is not None:
-            self._publish(decision.model)  # only reloads change addresses and ports
+            self._publish(decision.model)
 
     def _counted_runtime(self, decision: Plan, report: ApplyReport, before: Model | None) -> None:
         if before is not None:
-            changed = set(decision.changes.servers_changed)
-            was = {b.name: _served(b) for b in before.backends if b.name in changed}
+            # Backends that changed are other objects: count theirs, not every server.
+            after = decision.model.backends
+            kept = {id(b) for b in before.backends} & {id(b) for b in after}
             self.metrics.endpoints.inc(
-                sum(
-                    _served(b) - was.get(b.name, 0)
-                    for b in decision.model.backends
-                    if b.name in changed
-                )
+                sum(_served(b) for b in after if id(b) not in kept)
+                - sum(_served(b) for b in before.backends if id(b) not in kept)
             )
         self.runtime_updates += 1
         self.metrics.runtime_updates.labels("success").inc()
-        self.metrics.runtime_changes.inc(len(decision.slots))
+        self.metrics.runtime_changes.inc(len(decision.ops))
         self.metrics.runtime_seconds.observe(report.apply_s)
         log.info(
-            "updated haproxy without a reload: %s (%d slot changes in %.3fs)",
+            "updated haproxy without a reload: %s (%d runtime changes in %.3fs)",
             "; ".join(decision.details),
-            len(decision.slots),
+            len(decision.ops),
             report.apply_s,
         )
 
@@ -406,16 +482,16 @@ class Controller:
         """Compare the server lines HAProxy runs with the applied model; correct differences
         through the runtime API, or a reload when a line is missing. Never raises."""
         self.schedule.drift_after(self._clock())
-        model = self.applied_model
-        if model is None:
+        deployed = self.deployed
+        if deployed is None:
             return
         try:
-            self._check_shared(model)
+            self._check_shared(deployed.model)
             running = self._applier.observe()
             if running is None:
                 return
             self.metrics.drift_checks.inc()
-            correction = planner.correct(model, running.servers)
+            correction = planner.correct(deployed, running.servers, self._scope())
             if correction.action is Action.NONE:
                 return
             log.warning("%s; correcting", correction.details[0])

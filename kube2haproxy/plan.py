@@ -1,27 +1,40 @@
-"""plan: what must happen to go from the model HAProxy runs to the model it should run.
+"""plan: what must happen to go from what HAProxy runs to what it should run.
 
-The one place that decides between nothing, a runtime update and a reload. Pure: compares
-models (or a model and what HAProxy reports it runs) and returns a `Plan`: the action, the
-model it applies, the reasons in one vocabulary (`Reason`: metric labels; `details`: the
-operator's log line, "services added: shop/web; endpoints changed: 2"), and for a runtime update
-the structured slot changes (backend, slot, from which server to which). Only an applier turns
-those into wire text (`set server ...`, a REST call).
+The one place that decides between nothing, a runtime update and a reload. Pure: compares what
+runs (`Deployed`: the model its file renders, and how the runtime API laid it out) with a new
+model (or with what HAProxy reports it runs) and returns a `Plan`: the action, what runs
+afterwards, the reasons in one vocabulary (`Reason`: metric labels; `details`: the operator's
+log line, "services added: shop/web; endpoints changed: 2"), and for a runtime update the
+structured changes (deployed.RuntimeOps: lines added, slots changed, map entries, lines
+deleted). Only an applier turns those into wire text (`set server ...`, a REST call).
 
-A change that only moves endpoints within the running slots is a runtime update; anything else
-(a new service or port, a changed annotation, a slot count that must grow, global settings) is a
-reload. Endpoints that still fit in the slots HAProxy runs keep that slot count (`fit`), so a
-scale-down, or a scale-up that eats into the free slots, needs no reload.
+Only what needs a new listening socket or a setting HAProxy cannot change at runtime reloads:
+global settings, a new port (per-port layout) or any new or removed service (per-service
+layout: a socket per VIP), a changed annotation, a new service whose settings a spare cannot
+take, or no free spare left. Endpoints, slot counts (servers are added at runtime), and with the
+per-port layout new and deleted services (a spare backend and a map entry) change at runtime.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TypeVar
 
 from kube2haproxy import slots
-from kube2haproxy.model import Backend, Frontend, Model, Server, ServerState
+from kube2haproxy.deployed import (
+    Abilities,
+    Deployed,
+    RuntimeOps,
+    SlotChange,
+    Transition,
+    loaded,
+    split,
+    takes_spare,
+)
+from kube2haproxy.layouts import Layout
+from kube2haproxy.model import Backend, Frontend, Model, Server
 
 MAX_NAMES = 3  # services named in one detail; the rest are counted
 
@@ -38,10 +51,13 @@ class Reason(StrEnum):
     INITIAL = "initial"  # nothing applied yet
     GLOBALS = "globals"  # settings rendered outside the model
     SERVICES = "services"  # services added or removed
+    PORTS = "ports"  # a port (or address family) no frontend listens on yet
     FRONTENDS = "frontends"  # binds, timeouts or access rules of a frontend
     BACKENDS = "backends"  # a backend's settings (annotations)
-    SLOTS = "slots"  # a backend's endpoints no longer fit in its slots
-    ENDPOINTS = "endpoints"  # endpoints moved within the slots
+    SERVICE_SETTINGS = "service_settings"  # a new service with settings a spare cannot take
+    SPARES = "spares"  # a new service and no free spare backend
+    SLOTS = "slots"  # servers that cannot be added at runtime (static-rr)
+    ENDPOINTS = "endpoints"  # endpoints changed
     RUNTIME_FALLBACK = "runtime_fallback"  # a runtime update did not go as planned
     DRIFT = "drift"  # HAProxy runs something else than the model
     RETRY = "retry"  # the last apply failed
@@ -66,31 +82,33 @@ class Changes:
 
     @property
     def servers_only(self) -> bool:
-        """Only endpoints moved: the change a runtime update can apply without a reload."""
+        """Only endpoints moved, within the slots."""
         return bool(self.servers_changed) and self == Changes(servers_changed=self.servers_changed)
 
 
 @dataclass(frozen=True, slots=True)
-class SlotChange:
-    """One server line of a backend, from what HAProxy runs to what it should run."""
+class Scope:
+    """What planning needs beside the models: the frontend layout, the spare backends a config
+    carries, and what the runtime API behind the applier can change."""
 
-    backend: str
-    before: Server
-    after: Server
-
-    @property
-    def server(self) -> str:
-        return self.after.name
+    layout: Layout
+    pool: tuple[Backend, ...] = ()
+    abilities: Abilities = field(default_factory=Abilities)
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     action: Action
-    model: Model  # what HAProxy runs once the plan is applied
+    deployed: Deployed  # what HAProxy runs once the plan is applied
     reasons: tuple[Reason, ...] = ()
     details: tuple[str, ...] = ()  # for the log line
-    slots: tuple[SlotChange, ...] = ()  # RUNTIME: in the order they must be applied
+    ops: RuntimeOps = field(default_factory=RuntimeOps)  # RUNTIME: the changes, in order
     changes: Changes = Changes()
+
+    @property
+    def model(self) -> Model:
+        """What the config file renders once the plan is applied."""
+        return self.deployed.model
 
     @property
     def force(self) -> bool:
@@ -98,132 +116,211 @@ class Plan:
         return Reason.DRIFT in self.reasons
 
 
-def plan(old: Model | None, new: Model, *, globals_changed: bool = False) -> Plan:
-    """From `old` (None before the first apply) to `new`; `globals_changed` says the settings
-    rendered outside the model changed. Endpoints that fit in the running slots keep them."""
+def plan(old: Deployed | None, new: Model, scope: Scope, *, globals_changed: bool = False) -> Plan:
+    """From what runs (`old`; None before the first apply) to `new`; `globals_changed` says the
+    settings rendered outside the model changed."""
     if old is None:
-        return Plan(Action.RELOAD, new, (Reason.INITIAL,), ("initial config",))
-    new = fit(old, new)
-    changes = diff(old, new, globals_changed=globals_changed)
+        return reload(new, scope, (Reason.INITIAL,), ("initial config",))
+    changes = diff(old.model, new, globals_changed=globals_changed)
     if changes.empty:
-        return Plan(Action.NONE, new, changes=changes)
-    if changes.servers_only:
-        before = {b.name: b for b in old.backends}
-        after = {b.name: b for b in new.backends}
-        moves = tuple(
-            change
-            for name in changes.servers_changed
-            for change in slot_changes(before[name], after[name])
-        )
-        return Plan(Action.RUNTIME, new, (Reason.ENDPOINTS,), details(changes), moves, changes)
-    return Plan(Action.RELOAD, new, reload_reasons(changes), details(changes), changes=changes)
+        return Plan(Action.NONE, replace(old, model=new), changes=changes)
+    routing = scope.layout.routing(new) if scope.abilities.routes else None
+    reasons: list[Reason] = []
+    if changes.globals_changed:
+        reasons.append(Reason.GLOBALS)
+    if routing is None:
+        if changes.services_added or changes.services_removed:
+            reasons.append(Reason.SERVICES)
+        if changes.frontends_changed:
+            reasons.append(Reason.FRONTENDS)
+    elif any(
+        not set(routes.families) <= set(old.ports.get(port, ())) for port, routes in routing.items()
+    ):
+        reasons.append(Reason.PORTS)
+    step = Transition(old, scope.abilities)
+    reasons.extend(_backends(old.model, new, step, runtime_services=routing is not None))
+    if reasons:
+        return reload(new, scope, tuple(dict.fromkeys(reasons)), details(changes), changes)
+    if routing is not None:
+        for port, routes in routing.items():
+            for vip, backend in routes.entries.items():
+                step.route(port, old.maps[port], vip, backend)
+        for port, entries in old.routes.items():
+            kept = routing[port].entries if port in routing else {}
+            for vip in entries.keys() - kept.keys():
+                step.route(port, old.maps[port], vip, None)
+    ops, deployed = step.result(new)
+    served = changes.services_added or changes.services_removed
+    reason = Reason.SERVICES if served else Reason.ENDPOINTS
+    return Plan(Action.RUNTIME, deployed, (reason,), details(changes), ops, changes)
 
 
-def retry(model: Model) -> Plan:
-    """Apply `model` again after a failure: a reload, as what HAProxy runs is uncertain."""
-    return Plan(Action.RELOAD, model, (Reason.RETRY,), ("retry",))
+def _backends(old: Model, new: Model, step: Transition, *, runtime_services: bool) -> list[Reason]:
+    """Walk every backend that differs, asking `step` to change it at runtime; the reasons
+    those it cannot need a reload."""
+    reasons = []
+    before_all = {b.name: b for b in old.backends}
+    after_all = {b.name: b for b in new.backends}
+    for name in sorted(before_all.keys() | after_all.keys()):
+        before, after = before_all.get(name), after_all.get(name)
+        if before is after:
+            continue
+        if before is not None and after is not None:
+            if before.settings != after.settings:
+                reasons.append(Reason.BACKENDS)
+            elif before.servers != after.servers and not step.servers(after):
+                reasons.append(Reason.SLOTS)
+        elif after is not None:
+            if runtime_services and not step.place(after):
+                reasons.append(Reason.SPARES if takes_spare(after) else Reason.SERVICE_SETTINGS)
+        elif before is not None and runtime_services:
+            step.remove(before)
+    return reasons
 
 
-def fallback(failed: Plan) -> Plan:
-    """A runtime update that did not go as planned: reload its model instead."""
-    return Plan(
-        Action.RELOAD,
-        failed.model,
-        (Reason.RUNTIME_FALLBACK,),
-        ("runtime update failed", *failed.details),
-        changes=failed.changes,
+def reload(
+    model: Model,
+    scope: Scope,
+    reasons: tuple[Reason, ...],
+    details: tuple[str, ...],
+    changes: Changes | None = None,
+) -> Plan:
+    """A reload of `model`: what runs afterwards is what its file renders."""
+    deployed = loaded_state(model, scope)
+    return Plan(Action.RELOAD, deployed, reasons, details, changes=changes or Changes())
+
+
+def loaded_state(model: Model, scope: Scope) -> Deployed:
+    """What runs once `model` is loaded: its backends, the spare pool, and (per-port) the
+    routes, map files and ports of its frontends."""
+    routing = scope.layout.routing(model)
+    if routing is None:
+        return loaded(model)
+    return loaded(
+        model,
+        pool=scope.pool,
+        routes={port: r.entries for port, r in routing.items()},
+        maps={port: r.map for port, r in routing.items()},
+        ports={port: r.families for port, r in routing.items()},
     )
 
 
-def fit(old: Model, new: Model) -> Model:
-    """`new`, with the backends whose only change is their endpoints (and whose endpoints fit
-    in the slots they run with) kept at their running slot count. Anything else is left as
-    translated."""
-    changes = diff(old, new)
-    if not changes.slots_changed or not (
-        changes.servers_only
-        or changes
-        == Changes(slots_changed=changes.slots_changed, servers_changed=changes.servers_changed)
-    ):
-        return new
-    running = {b.name: b for b in old.backends}
-    resized = {}
-    for name in changes.slots_changed:
-        fitted = _in_slots_of(running[name], next(b for b in new.backends if b.name == name))
-        if fitted is None:
-            return new  # exhausted: a reload grows the slots
-        resized[name] = fitted
-    return replace(new, backends=tuple(resized.get(b.name, b) for b in new.backends))
+def retry(model: Model, scope: Scope) -> Plan:
+    """Apply `model` again after a failure: a reload, as what HAProxy runs is uncertain."""
+    return reload(model, scope, (Reason.RETRY,), ("retry",))
 
 
-def patch(old: Model, backends: Mapping[str, Backend]) -> Plan | None:
-    """The endpoint fast path: `old` with the given backends' servers replaced, as a runtime
-    update, in O(changed backends). None when a runtime update cannot do it (a backend unknown
-    or with other settings, endpoints that do not fit in its slots)."""
-    running = {b.name: b for b in old.backends} if len(backends) > 8 else None
+def fallback(failed: Plan, scope: Scope) -> Plan:
+    """A runtime update that did not go as planned: reload its model instead."""
+    return reload(
+        failed.model,
+        scope,
+        (Reason.RUNTIME_FALLBACK,),
+        ("runtime update failed", *failed.details),
+        failed.changes,
+    )
+
+
+def patch(old: Deployed, backends: Mapping[str, Backend], abilities: Abilities) -> Plan | None:
+    """The endpoint fast path: what runs with the given backends' servers replaced, as a
+    runtime update, in O(changed backends). None when a runtime update cannot do it (a backend
+    unknown or with other settings, servers that cannot be added)."""
+    running = {b.name: b for b in old.model.backends} if len(backends) > 8 else None
+    step = Transition(old, abilities)
     replaced: dict[str, Backend] = {}
-    moves: list[SlotChange] = []
     for name in sorted(backends):
         new = backends[name]
         before = (
             running.get(name)
             if running is not None
-            else next((b for b in old.backends if b.name == name), None)
+            else next((b for b in old.model.backends if b.name == name), None)
         )
         if before is None or before.settings != new.settings:
             return None
-        fitted = _in_slots_of(before, new)
-        if fitted is None:
-            return None
-        if fitted.servers == before.servers:
+        if new.servers == before.servers:
             continue
-        moves.extend(slot_changes(before, fitted))
-        replaced[name] = fitted
+        if not step.servers(new):
+            return None
+        replaced[name] = new
     if not replaced:
         return Plan(Action.NONE, old)
-    model = replace(old, backends=tuple(replaced.get(b.name, b) for b in old.backends))
+    model = replace(old.model, backends=tuple(replaced.get(b.name, b) for b in old.model.backends))
     changes = Changes(servers_changed=tuple(replaced))
-    return Plan(Action.RUNTIME, model, (Reason.ENDPOINTS,), details(changes), tuple(moves), changes)
+    ops, deployed = step.result(model)
+    return Plan(Action.RUNTIME, deployed, (Reason.ENDPOINTS,), details(changes), ops, changes)
 
 
-def correct(model: Model, observed: Mapping[tuple[str, str], Server]) -> Plan:
-    """Bring what HAProxy reports it runs (`observed`: backend, slot -> server line) back to
-    the model: a runtime update of the lines that differ, or a reload when a line is missing
-    (only a reload adds one). NONE when they agree."""
+def splice(
+    old: Deployed, model: Model, *, added: Model, removed: Model, scope: Scope
+) -> Plan | None:
+    """The service fast path, O(changed services): `model` is what runs with the services of
+    `added` (their frontends, backends and entries) served and those of `removed` gone, as a
+    runtime update: spares and map entries. None when the runtime API cannot do it (a layout
+    without runtime routes, a port or address family not listened on, no spare for a service
+    that a spare could serve): the full path says why it reloads."""
+    if not (scope.layout.runtime_routes and scope.abilities.routes):
+        return None
+    step = Transition(old, scope.abilities)
+    for backend in added.backends:
+        if not step.place(backend):
+            return None
+    for backend in removed.backends:
+        step.remove(backend)
+    for frontend in removed.frontends:
+        for bind in frontend.binds:
+            if bind.port in old.maps:
+                step.route(bind.port, old.maps[bind.port], bind.ip, None)
+    for frontend in added.frontends:
+        for bind in frontend.binds:
+            family = 6 if ":" in bind.ip else 4
+            if family not in old.ports.get(bind.port, ()):
+                return None
+            step.route(bind.port, old.maps[bind.port], bind.ip, frontend.backend)
+    changes = Changes(
+        services_added=tuple(f"{e.namespace}/{e.name}" for e in added.services),
+        services_removed=tuple(f"{e.namespace}/{e.name}" for e in removed.services),
+    )
+    ops, deployed = step.result(model)
+    return Plan(Action.RUNTIME, deployed, (Reason.SERVICES,), details(changes), ops, changes)
+
+
+def correct(old: Deployed, observed: Mapping[tuple[str, str], Server], scope: Scope) -> Plan:
+    """Bring what HAProxy reports it runs (`observed`: backend, server -> line, by HAProxy's
+    names) back to what should run: a runtime update of the lines that differ, or a reload when
+    a line is missing. Lines beyond what should run are fine parked, and parked otherwise.
+    NONE when they agree."""
     moves: list[SlotChange] = []
     missing: list[str] = []
-    for backend in model.backends:
+    for name, backend in old.backends.items():
         for server in backend.servers:
-            seen = observed.get((backend.name, server.name))
+            seen = observed.get((name, server.name))
             if seen is None:
-                missing.append(f"{backend.name}/{server.name}")
+                missing.append(f"{name}/{server.name}")
             elif (seen.ip, seen.port, seen.state) != (server.ip, server.port, server.state):
-                moves.append(SlotChange(backend.name, seen, server))
+                moves.append(SlotChange(name, seen, server))
+    for (name, server_name), seen in observed.items():
+        running = old.backends.get(name)
+        if running is None or seen.parked:
+            continue
+        index = _slot_index(server_name)
+        if index is not None and index >= len(running.servers):  # a line kept beyond
+            moves.append(SlotChange(name, seen, slots.parked_line(index)))
     if not (moves or missing):
-        return Plan(Action.NONE, model)
+        return Plan(Action.NONE, old)
     lines = missing + [f"{m.backend}/{m.server}" for m in moves]
     shown = ", ".join(lines[:5]) + (", ..." if len(lines) > 5 else "")
     detail = (f"haproxy differs from the model in {len(lines)} server lines ({shown})",)
     if missing:
-        return Plan(Action.RELOAD, model, (Reason.DRIFT,), detail)
-    return Plan(Action.RUNTIME, model, (Reason.DRIFT,), detail, _capacity_first(moves))
+        return reload(old.model, scope, (Reason.DRIFT,), detail)
+    grow, shrink = split(moves)
+    return Plan(Action.RUNTIME, old, (Reason.DRIFT,), detail, RuntimeOps(grow=grow, shrink=shrink))
 
 
-def _in_slots_of(running: Backend, backend: Backend) -> Backend | None:
-    """`backend` laid out in the slot count `running` has, or None when its endpoints do not
-    fit there (a reload must grow the slots)."""
-    count = len(running.servers)
-    if len(backend.servers) == count:
-        return backend
-    if sum(1 for s in backend.servers if not s.parked) > count:
-        return None
-    return resize(backend, count)
-
-
-def resize(backend: Backend, count: int) -> Backend:
-    """The backend with its endpoints laid out in `count` slots."""
-    endpoints = [(s.ip, s.port, s.state) for s in backend.servers if not s.parked]
-    return replace(backend, servers=slots.layout(endpoints, count))
+def _slot_index(name: str) -> int | None:
+    """The slot of one of our server names (`s<n>`), 0-based; None for another name."""
+    if name.startswith("s") and name[1:].isdigit() and int(name[1:]) > 0:
+        return int(name[1:]) - 1
+    return None
 
 
 def diff(old: Model, new: Model, *, globals_changed: bool = False) -> Changes:
@@ -293,34 +390,6 @@ def details(changes: Changes) -> tuple[str, ...]:
         if names:
             out.append(f"{label}: {len(names)}")
     return tuple(out)
-
-
-def slot_changes(before: Backend, after: Backend) -> list[SlotChange]:
-    """The slots of `before` that differ in `after` (same count), capacity first."""
-    return list(
-        _capacity_first(
-            SlotChange(after.name, old, new)
-            for old, new in zip(before.servers, after.servers, strict=True)
-            if old != new
-        )
-    )
-
-
-def _capacity_first(changes: Iterator[SlotChange] | list[SlotChange]) -> tuple[SlotChange, ...]:
-    """Capacity is added before it is taken away: slots that start serving come first, slots
-    that move to another endpoint next, slots that drain or empty last. HAProxy runs the changes
-    one by one while its threads accept connections; in slot order, replacing every endpoint at
-    once would leave the backend a moment without a server, and a connection arriving then is
-    closed. Stable: slot order within a rank."""
-    return tuple(sorted(changes, key=lambda c: _rank(c.before, c.after)))
-
-
-def _rank(old: Server, new: Server) -> int:
-    if new.parked or (new.state is ServerState.DRAIN and old.state is ServerState.READY):
-        return 2  # takes capacity away
-    if not old.parked and (old.ip, old.port) != (new.ip, new.port):
-        return 1  # one endpoint for another
-    return 0  # a new endpoint, or one that serves again
 
 
 P = TypeVar("P", Frontend, Backend)

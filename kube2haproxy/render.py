@@ -26,10 +26,10 @@ from typing import Any
 
 import jinja2
 
+from kube2haproxy.deployed import spare_pool
 from kube2haproxy.errors import TemplateError, UnsafeValueError
 from kube2haproxy.layouts import layout
-from kube2haproxy.layouts.per_port import map_text
-from kube2haproxy.model import Model
+from kube2haproxy.model import Backend, Model
 from kube2haproxy.settings import RenderPaths, RenderSettings
 
 MAIN_TEMPLATE = "haproxy.cfg.j2"
@@ -46,7 +46,9 @@ def _bundled() -> Path:
 
 BUNDLED = _bundled()
 
-_safe = re.compile(r"[A-Za-z0-9_.:/\[\]@%?=&+,~!*-]{1,4096}").fullmatch
+_SAFE = r"[A-Za-z0-9_.:/\[\]@%?=&+,~!*-]{1,4096}"
+_safe = re.compile(_SAFE).fullmatch
+_map_text = re.compile(rf"(?:{_SAFE} {_SAFE}\n)*").fullmatch
 _UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
 
 
@@ -115,6 +117,9 @@ class Renderer:
         except jinja2.TemplateError as exc:
             raise TemplateError(_describe(exc)) from exc
         self._layout = layout(settings.frontend_layout)
+        # Spare backends: only where a new service can be routed at runtime.
+        self.pool = spare_pool(settings.spare_backends) if self._layout.runtime_routes else ()
+        self._options: dict[str, tuple[Backend, str]] = {}
         self._head: str | None = None
         self._runs: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
         self._boundaries: dict[str, bool] = {}  # does a run end after this name
@@ -128,7 +133,7 @@ class Renderer:
             parts = [self._head]
             sections = (
                 (self._layout.template, self._layout.variable, self._layout.items(model)),
-                ("backends.j2", "backends", model.backends),
+                ("backends.j2", "backends", model.backends + self.pool),
             )
             for template_name, name, items in sections:
                 template = self._env.get_template(template_name)
@@ -146,6 +151,30 @@ class Renderer:
         # Block tags swallow the last newline; a config file ends with one.
         return text if text.endswith("\n") else text + "\n"
 
+    def server_options(self, backend: Backend) -> str:
+        """The options of `backend`'s server lines as rendered (its first line, without the
+        name, the address and the state words `disabled` and `weight 0`): what a line added at
+        runtime is given, so that it runs as a reload would load it."""
+        known = self._options.get(backend.name)
+        if known is not None and known[0] is backend:
+            return known[1]
+        context = {"settings": self._settings, "paths": self._paths, "layout": self._layout}
+        try:
+            text = self._env.get_template("backends.j2").render({**context, "backends": (backend,)})
+        except Exception as exc:
+            raise TemplateError(_describe(exc)) from exc
+        line = next((w for w in map(str.split, text.splitlines()) if w[:1] == ["server"]), None)
+        if line is None or len(line) < 3:
+            raise TemplateError(f"backends.j2 rendered no server line for backend {backend.name}")
+        words = line[3:]
+        if words[:1] == ["disabled"]:
+            words = words[1:]
+        elif words[:2] == ["weight", "0"]:
+            words = words[2:]
+        options = " ".join(words)
+        self._options[backend.name] = (backend, options)
+        return options
+
     @property
     def maps_dir(self) -> Path:
         return Path(self._paths.maps_dir)
@@ -154,16 +183,16 @@ class Renderer:
         """The files the config refers to (the layout's maps), by name in the maps directory
         (`maps_dir`). Their names carry a hash of their content."""
         files = {}
-        for name, entries in self._layout.maps(model).items():
-            # They are HAProxy's input too: every key and value passes the same guard as every
-            # `{{ value }}` of the templates, so none can add a word or a line.
-            try:
-                for key, value in entries:
-                    _guard(key)
-                    _guard(value)
-            except UnsafeValueError as exc:
-                raise TemplateError(f"map {name}: {exc}") from exc
-            files[name] = map_text(entries)
+        for name, (text, lines) in self._layout.maps(model).items():
+            # They are HAProxy's input too: every key and value is drawn from the same
+            # alphabet as every `{{ value }}` of the templates, and there is one line per
+            # entry, so none can add a word or a line (one pass of the regex engine).
+            if not _map_text(text) or text.count("\n") != lines:
+                raise TemplateError(
+                    f"map {name}: refusing to print a line that is not one `key value` of "
+                    "[A-Za-z0-9_.:/[]@%?=&+,~!*-] per entry"
+                )
+            files[name] = text
         return files
 
 

@@ -15,10 +15,10 @@ an HA pool renders byte-identical output with no shared history:
   (rare with the default headroom); then it moves, exactly as a reload of the same cluster
   would place it.
 
-One exception keeps endpoint churn free of reloads: when only endpoints changed and they still
-fit in the slots HAProxy runs, the running slot count is kept (`plan.fit`), even if the count
-above is now smaller (a scale-down) or the free slots fewer than the minimum. The next reload
-for another reason brings the count back to the function above.
+A slot count that grows or shrinks needs no reload either: lines are added at runtime (`add
+server`, with the options the rendered lines carry), and those beyond a smaller count are parked
+(and deleted where the version does it safely). What HAProxy runs may then keep parked lines the
+file no longer has (deployed.py); the file itself is always this function of the cluster.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ _new = tuple.__new__  # builds a Server in C; its generated __new__ is a Python 
 _parked: list[Server] = []  # slot i's parked line, shared by every backend: immutable
 
 
-def _parked_line(slot: int) -> Server:
+def parked_line(slot: int) -> Server:
+    """Slot `slot`'s (0-based) line while it holds no endpoint."""
     while len(_parked) <= slot:
         index = len(_parked)
         _parked.append(
@@ -93,6 +94,4 @@ def layout(endpoints: Sequence[tuple[str, int, ServerState]], count: int) -> tup
         lines[slot] = _new(
             Server, (names.server_name(slot + 1), ip, port, hostport(ip, port), state)
         )
-    return tuple(
-        line if line is not None else _parked_line(slot) for slot, line in enumerate(lines)
-    )
+    return tuple(line if line is not None else parked_line(slot) for slot, line in enumerate(lines))

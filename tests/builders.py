@@ -198,13 +198,15 @@ class ScriptedSource:
 
 
 def backend_servers(text: str, backend: str) -> list[str]:
-    """The endpoints of a backend in rendered config text: `ip:port` plus any options (such as
-    `weight 0`), parked slots left out, sorted."""
+    """The endpoints of a backend in rendered config text: `ip:port`, plus `weight 0` for a
+    draining one (the state words that follow the address; the options every line of the
+    backend carries are left out), parked slots left out, sorted."""
     section = text.split(f"\nbackend {backend}\n", 1)[1].split("\n\n", 1)[0]
+    lines = [line.split() for line in section.splitlines() if line.startswith("    server ")]
     return sorted(
-        line.split(None, 2)[2]
-        for line in section.splitlines()
-        if line.startswith("    server ") and not line.endswith(" disabled")
+        " ".join(words[2:5] if words[3:5] == ["weight", "0"] else words[2:3])
+        for words in lines
+        if words[3:4] != ["disabled"]
     )
 
 

@@ -16,9 +16,20 @@ from pathlib import Path
 import pytest
 
 from kube2haproxy.appliers.runtime import RuntimeAPI
+from kube2haproxy.capabilities import Version
 from kube2haproxy.settings import Settings, TimingSettings, TranslateSettings
+from kube2haproxy.slots import slot_count
 from tests.builders import endpoint, endpoint_slice, service
-from tests.live import Backend, Traffic, free_port, loopback_ip, responders, serves, wait_for
+from tests.live import (
+    Backend,
+    Traffic,
+    capabilities_of,
+    free_port,
+    loopback_ip,
+    responders,
+    serves,
+    wait_for,
+)
 from tests.test_serve import serving
 
 SETTINGS = Settings(
@@ -64,7 +75,6 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
         source.synced()
         wait_for(controller.ready.is_set, what="the first config")
         assert reloads(supervisor) == 0
-        slots = len(controller.applied_model.backends[0].servers)
 
         def step(label, slice_obj, expected):
             updates = controller.runtime_updates
@@ -74,7 +84,7 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
 
         with Traffic(vip, port) as traffic:
             wait_for(lambda: traffic.ok > 20, what="traffic")
-            for n in range(3, 9):  # scale up one by one, into the free slots
+            for n in range(3, 9):  # scale up one by one, into the free slots and past them
                 names = [f"b{i}" for i in range(n)]
                 step(f"scale up to {n}", web_slice(*(b[x] for x in names)), set(names))
             step("scale down", web_slice(b["b2"], b["b3"]), {"b2", "b3"})
@@ -99,7 +109,10 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
         assert traffic.failures == [], traffic.failures[:5]
         assert reloads(supervisor) == 0
         assert controller.reloads == 1  # the start
-        assert len(controller.applied_model.backends[0].servers) == slots
+        # The slot count is the cluster's (4 free beyond the endpoints, in blocks of 8),
+        # whatever the history: a scale-up past the slots added lines at runtime.
+        wanted = slot_count(len(last), free=4, block=8)
+        assert len(controller.applied_model.backends[0].servers) == wanted
         assert controller.metrics.runtime_updates.labels("fallback")._value.get() == 0
         # The file on disk is what a reload would load: it renders the running state.
         controller._applier.close()
@@ -136,7 +149,7 @@ def test_a_draining_endpoint_keeps_its_open_connection(tmp_path, haproxy_bin, fl
         assert reloads(supervisor) == 0
 
 
-def test_exhausting_the_slots_is_exactly_one_reload(tmp_path, haproxy_bin, fleet):
+def test_growing_past_the_slots_adds_servers_without_a_reload(tmp_path, haproxy_bin, fleet):
     vip = loopback_ip()
     port = free_port(vip)
     with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
@@ -144,8 +157,8 @@ def test_exhausting_the_slots_is_exactly_one_reload(tmp_path, haproxy_bin, fleet
         source.put(web_slice(*fleet[:2]))
         source.synced()
         wait_for(controller.ready.is_set, what="the first config")
-        slots = len(controller.applied_model.backends[0].servers)
-        assert slots == 8
+        runtime = controller._applier.runtime
+        assert len(controller.applied_model.backends[0].servers) == 8
         with Traffic(vip, port) as traffic:
             for n in range(3, 13):
                 source.put(web_slice(*fleet[:n]))
@@ -155,9 +168,23 @@ def test_exhausting_the_slots_is_exactly_one_reload(tmp_path, haproxy_bin, fleet
                     what=f"{n} endpoints",
                 )
         assert traffic.failures == []
-        assert reloads(supervisor) == 1
+        assert reloads(supervisor) == 0
         assert len(controller.applied_model.backends[0].servers) == 16
-        assert controller.metrics.reload_reasons.labels("slots")._value.get() == 1
+        assert sum(1 for backend, _ in runtime.servers() if backend == "default_web_http") == 16
+        assert controller.metrics.reload_reasons.labels("slots")._value.get() == 0
+
+        # Back to two, with no connection open: the lines beyond 8 go where deleting is safe
+        # (3.0 and later), and stay parked on 2.6 until a reload.
+        updates = controller.runtime_updates
+        source.put(web_slice(*fleet[:2]))
+        wait_for(lambda: controller.runtime_updates > updates, what="the scale-down")
+        lines = [
+            s for (backend, _), s in runtime.servers().items() if backend == "default_web_http"
+        ]
+        deletes = capabilities_of(haproxy_bin).version >= Version(3, 0)
+        assert len(lines) == (8 if deletes else 16)
+        assert sum(1 for s in lines if not s.parked) == 2
+        assert reloads(supervisor) == 0
 
 
 class LyingSocket:

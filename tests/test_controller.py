@@ -17,8 +17,8 @@ from kube2haproxy.errors import CheckError, ConfigRefused, HAProxyUnavailable, R
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.plan import Action, Plan
 from kube2haproxy.render import Renderer
-from kube2haproxy.settings import RenderPaths, Settings, TimingSettings
-from tests.builders import ScriptedSource, backend_servers, endpoint_slice, service
+from kube2haproxy.settings import RenderPaths, RenderSettings, Settings, TimingSettings
+from tests.builders import ScriptedSource, backend_servers, endpoint_slice, run, service
 
 FAST = Settings(timing=TimingSettings(debounce_ms=50, max_delay_ms=300, retry_interval_ms=200))
 RUNTIME = replace(
@@ -312,7 +312,7 @@ def test_endpoint_changes_go_through_the_runtime_api_without_a_reload():
     assert applier.reloads == 1  # the first config only
     updates = applier.runtime_updates
     assert len(updates) == 4
-    assert all(any(c.after.ip.startswith("10.1.0.") for c in u.slots) for u in updates)
+    assert all(any(c.after.ip.startswith("10.1.0.") for c in u.ops.slots) for u in updates)
     assert driven.counter(driven.controller.metrics.runtime_updates, "success") == 4
 
 
@@ -333,17 +333,23 @@ def test_a_change_that_needs_a_reload_takes_its_endpoint_changes_along():
     assert backend_servers(driven.configs[-1], "default_web_http") == ["10.1.0.2:8080"]
 
 
-def test_endpoints_that_outgrow_the_slots_reload_once():
+def test_endpoints_that_outgrow_the_slots_are_added_without_a_reload():
     driven = Driven(RUNTIME)
     driven.start_with_one_service()
-    driven.source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 9)]))  # 8 fit
-    driven.settle()
-    assert len(driven.applier.runtime_updates) == 1
-    driven.source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 10)]))  # 9 don't
-    driven.settle()
-    assert driven.applier.reloads == 2
-    assert driven.counter(driven.controller.metrics.reload_reasons, "slots") == 1
+    # 4 endpoints and 4 free slots: 8 lines; a fifth endpoint wants 9, in blocks of 8: 16.
+    driven.source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 5)]))
+    driven.settle(0.01)
+    assert driven.configs[-1].count("    server s") == 8
+    driven.source.put(endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, 6)]))
+    driven.settle(0.01)
+    assert driven.applier.reloads == 1  # the first config only
+    grown = driven.applier.runtime_updates[-1]
+    assert [a.server.name for a in grown.ops.adds] == [f"s{i}" for i in range(9, 17)]
+    # The file is the one a reload from this cluster would load; the added lines carry the
+    # options the rendered ones have.
     assert driven.configs[-1].count("    server s") == 16
+    assert driven.applier.configs[-1].server_options == {"default_web_http": ""}
+    assert driven.counter(driven.controller.metrics.reload_reasons, "slots") == 0
 
 
 def test_a_runtime_update_that_goes_wrong_is_reloaded_instead():
@@ -415,3 +421,48 @@ def test_a_new_address_alone_is_applied_after_the_reload_debounce():
     driven.settle()
     assert "bind 192.0.2.7:80 transparent" in driven.configs[-1]
     assert driven.applier.reloads == 2
+
+
+PER_PORT = replace(RUNTIME, render=RenderSettings(frontend_layout="per-port", spare_backends=4))
+
+
+def test_services_added_and_removed_at_runtime_are_what_a_whole_translation_gives():
+    """The service fast path (per-port: a spare and a map entry, without translating the
+    cluster) lands on the very model a whole translation of the same objects gives, through
+    additions, deletions, and an address two services want (which takes the whole path)."""
+    driven = Driven(PER_PORT)
+    objects = {
+        ("Service", "web"): service(),
+        ("slice", "web"): endpoint_slice(endpoints=["10.1.0.1"]),
+    }
+    for obj in objects.values():
+        driven.source.put(obj)
+    driven.source.synced()
+    driven.settle()
+
+    def put(key: tuple[str, str], obj: dict) -> None:
+        objects[key] = obj
+        driven.source.put(obj)
+
+    def delete(key: tuple[str, str]) -> None:
+        driven.source.delete(objects.pop(key))
+
+    steps = [
+        lambda: put(("Service", "a"), service("a", cluster_ips=["10.96.0.20"])),
+        lambda: put(("slice", "a"), endpoint_slice("a", endpoints=["10.2.0.1"])),
+        lambda: put(("Service", "b"), service("b", cluster_ips=["10.96.0.21"])),
+        lambda: delete(("Service", "a")),
+        # c wants web's address: it is refused (a finding), the address is contested.
+        lambda: put(("Service", "c"), service("c", cluster_ips=["10.96.0.10"])),
+        lambda: put(("slice", "c"), endpoint_slice("c", endpoints=["10.3.0.1"])),
+        # web goes: c may have the address now (the whole path says so).
+        lambda: delete(("Service", "web")),
+        lambda: put(("Service", "a"), service("a", cluster_ips=["10.96.0.20"])),
+    ]
+    for step in steps:
+        step()
+        driven.settle(0.01)
+        assert driven.controller.applied_model == run(*objects.values()).model
+    assert driven.applier.reloads == 1  # the first config only: every step was at runtime
+    routes = driven.controller.deployed.routes[80]
+    assert routes["10.96.0.10"] == driven.controller.deployed.home("default_c_http")

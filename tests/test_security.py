@@ -329,7 +329,7 @@ def test_the_clean_cluster_exercises_every_field():
         "timeout client 50s",
         "timeout tunnel 2h",
         "http-check send meth GET uri /healthz",
-        "default-server check inter 3s rise 2 fall 4 maxconn 100 send-proxy-v2",
+        "10.1.0.1:8080 check inter 3s rise 2 fall 4 maxconn 100 send-proxy-v2",
         "frontend fe_shop_web_admin",
         "backend prod_api_http",
     ]:

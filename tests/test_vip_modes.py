@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,19 +130,35 @@ def test_both_layouts_route_the_same(tmp_path, haproxy_bin, pods, layout):
         assert traffic.failures == []
         assert supervisor.master.processes().reloads == reloads
 
-        # A new service on a port already listened on: per-port routes it through the map
-        # (a reload: 2.6 cannot add backends at runtime).
+        # A new service on a port already listened on: per-port routes it at runtime (a spare
+        # backend and a map entry); per-service reloads (a socket for its VIP).
         late = loopback_ip()
         source.put(service("late", cluster_ips=[late], ports=[("http", port)]))
         source.put(slice_for("late", pods["api1"]))
         wait_for(lambda: not refused(late, port), timeout=20, what="the late service")
         assert responders(late, port, requests=5) == {"api1"}
         assert serves(web, port, {"web1", "web2"}) == {"web1", "web2"}
+        reloaded = supervisor.master.processes().reloads - reloads
         if layout == "per-port":
+            assert reloaded == 0, "a new service on a listened port needs no reload"
             assert listening(port) == {"0.0.0.0"}
+            # The file is what a reload would load: the service's own backend in the map.
+            wait_for(
+                lambda: f"{late} default_late_http" in current_map(tmp_path, port),
+                what="the config on disk to route the late service",
+            )
             maps = list((tmp_path / "maps").glob(f"port-{port}-*.map"))
-            assert len(maps) == 1, "maps of older configs are pruned after the reload"
-            assert f"{late} default_late_http" in maps[0].read_text().splitlines()
+            assert len(maps) <= 2, "only the running file's map and its predecessor's are kept"
+        else:
+            assert reloaded == 1
+
+
+def current_map(tmp_path: Path, port: int) -> list[str]:
+    """The entries of the map the config file on disk names for a port."""
+    text = (tmp_path / "haproxy.cfg").read_text()
+    found = re.search(rf"port-{port}-[0-9a-f]+\.map", text)
+    assert found is not None, text
+    return (tmp_path / "maps" / found.group(0)).read_text().splitlines()
 
 
 def test_pool_mode_serves_pool_addresses_and_not_cluster_ips(tmp_path, haproxy_bin, pods):

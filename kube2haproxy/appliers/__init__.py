@@ -3,8 +3,9 @@
 `master_cli` drives an HAProxy through its master CLI and runtime API sockets (supervised or
 attached; every supported version), `recording` keeps what it is given (tests, dry runs). They
 share one narrow protocol: apply a plan with its rendered config, observe what runs, say
-whether HAProxy answers. The plan is structured data (plan.py); only an applier turns it into
-wire text. The file at the config path is always one HAProxy accepted.
+whether HAProxy answers and what its runtime API can change. The plan is structured data
+(plan.py); only an applier turns it into wire text. The file at the config path is always one
+HAProxy accepted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from kube2haproxy.deployed import Abilities
 from kube2haproxy.model import Server
 from kube2haproxy.plan import Plan
 
@@ -26,6 +28,9 @@ class Config:
     text: str
     files: Mapping[str, str] = field(default_factory=dict)
     files_glob: str = ""
+    # The options of the server lines of the backends a runtime update adds lines to, as
+    # rendered (model backend -> options): an added line runs as a reload would load it.
+    server_options: Mapping[str, str] = field(default_factory=dict)
 
 
 class Outcome(StrEnum):
@@ -68,6 +73,10 @@ class Applier(Protocol):
 
     def healthy(self) -> bool:
         """HAProxy answers (always true for appliers without an HAProxy)."""
+        ...
+
+    def abilities(self) -> Abilities:
+        """What a runtime update may do with the HAProxy behind it."""
         ...
 
     def close(self) -> None:

@@ -6,8 +6,9 @@ runs `haproxy -c`, renames it into place and reloads, confirmed as the running v
 (master.py). The file at the config path is always a config HAProxy accepted: one that fails the
 check is never installed, and one HAProxy then refuses (a failed reload, a start that exits) is
 replaced by the last good one again; either is kept as `<config>.rejected` for the operator. A
-runtime update applies the plan's slot changes through the runtime API, then the file is
-rewritten in the background to match what runs.
+runtime update applies the plan's runtime changes through the runtime API (servers added and
+deleted, slots filled and parked, map entries), then the file and its maps are rewritten to
+match what runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from kube2haproxy.appliers import ApplyReport, Config, Outcome, Running
 from kube2haproxy.appliers.master import MasterCLI
 from kube2haproxy.appliers.runtime import RuntimeAPI
 from kube2haproxy.appliers.supervisor import Supervisor
-from kube2haproxy.capabilities import Capabilities, capabilities
+from kube2haproxy.capabilities import Capabilities, Version, capabilities
+from kube2haproxy.deployed import Abilities
 from kube2haproxy.errors import (
     ConfigRefused,
     EnvironmentProblem,
@@ -67,6 +69,7 @@ class MasterCLIApplier:
         self._running_text: str | None = None
         if supervisor is None and config.exists():
             self._running_text = config.read_text(encoding="utf-8", errors="replace")
+        self._files: dict[str, str] = {}  # the files of the running config
         self._refused: tuple[str, float] | None = None  # a config HAProxy refused, and when
         self._writer = configfile.Writer(config)  # the file after runtime updates
 
@@ -88,6 +91,15 @@ class MasterCLIApplier:
 
     def healthy(self) -> bool:
         return self.master.alive()
+
+    def abilities(self) -> Abilities:
+        """Servers are added at runtime on every version; deleted from 3.0 (several crash fixes
+        of `del server` came after 2.6.12: 2.6 parks them until the next reload)."""
+        try:
+            version = self.capabilities().version
+        except HAProxyUnavailable:
+            return Abilities()
+        return Abilities(delete_servers=version >= Version(3, 0))
 
     def close(self) -> None:
         self._writer.flush()
@@ -162,6 +174,7 @@ class MasterCLIApplier:
             self._restore()
             raise
         self._running_text = text
+        self._files = dict(config.files)
         if config.files_glob:  # files of older configs are not needed once this one runs
             configfile.prune_files(self.maps_dir, config.files, pattern=config.files_glob)
         return ApplyReport(
@@ -210,10 +223,18 @@ class MasterCLIApplier:
             caps = self.capabilities()
         except HAProxyUnavailable as exc:
             raise RuntimeUpdateError(str(exc)) from exc
-        self.runtime.update_slots(plan.slots, caps)
+        self.runtime.update(
+            plan.ops, caps, options=config.server_options, maps_dir=str(self.maps_dir)
+        )
         elapsed = time.monotonic() - started
-        # HAProxy runs exactly this text now: no `haproxy -c` (only slots changed). It is
-        # written in the background; a reload flushes it first.
+        # What HAProxy runs is what this text (and its maps) would load: no `haproxy -c` (no
+        # setting changed). The maps first, the text in the background; a reload flushes it.
+        # Older maps go, but for those of the text still on disk until the new one lands.
+        configfile.write_files(self.maps_dir, config.files)
+        if config.files_glob:
+            keep = {**self._files, **config.files}
+            configfile.prune_files(self.maps_dir, keep, pattern=config.files_glob)
+        self._files = dict(config.files)
         self._writer.submit(config.text)
         self._running_text = config.text
         return ApplyReport(Outcome.UPDATED, apply_s=elapsed)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from kube2haproxy.appliers import ApplyReport, Config, Outcome, Running
+from kube2haproxy.deployed import Abilities
 from kube2haproxy.plan import Action, Plan
 
 
 class RecordingApplier:
-    def __init__(self) -> None:
+    def __init__(self, can: Abilities | None = None) -> None:
+        self.can = can or Abilities(delete_servers=True)
         self.plans: list[Plan] = []
         self.configs: list[Config] = []
 
@@ -29,6 +31,9 @@ class RecordingApplier:
 
     def healthy(self) -> bool:
         return True
+
+    def abilities(self) -> Abilities:
+        return self.can
 
     def close(self) -> None:
         pass

@@ -1,23 +1,30 @@
-"""runtime: the worker's stats socket (HAProxy's runtime API): slot changes as `set server`
-commands, their replies checked against the exact forms the running version gives, and the
-server lines HAProxy runs (`show servers state`).
+"""runtime: the worker's stats socket (HAProxy's runtime API): a plan's runtime changes as
+commands (`add server`, `set server`, `add map` / `set map` / `del map`, `del server`), their
+replies checked against the exact forms the running version gives, and the server lines HAProxy
+runs (`show servers state`).
 
 The only code that writes runtime API text. A reply that is not one of the forms a success
-takes, in the running version, is an error: the caller reloads instead.
+takes, in the running version, is an error: the caller reloads instead. Two replies are not
+errors: `add server` finding the line already there (a `del server` that earlier found it still
+busy left it, parked), and `del server` finding it busy (it stays, parked, until a reload).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kube2haproxy.appliers.cli_socket import split_replies, unix_command
 from kube2haproxy.capabilities import Capabilities
+from kube2haproxy.deployed import RouteChange, RuntimeOps, ServerAdd, SlotChange
 from kube2haproxy.errors import HAProxyUnavailable, RuntimeUpdateError
 from kube2haproxy.model import Server, ServerState, hostport
-from kube2haproxy.plan import SlotChange
+from kube2haproxy.slots import PARKED_ADDRESS
+
+log = logging.getLogger(__name__)
 
 BY_CLI = "by 'stats socket command'"
 _IP = r"IP changed from '[^']*' to '(?P<ip>[^']*)'"
@@ -51,12 +58,57 @@ def slot_commands(change: SlotChange) -> list[str]:
     return commands
 
 
+ADDED = "New server registered."
+ALREADY_THERE = "Already exists a server with the same name in backend."
+DELETED = "Server deleted."
+MAP_KEY_NOT_FOUND = "Key not found."
+
+
+def add_commands(add: ServerAdd, options: str) -> list[str]:
+    """A parked line added (it starts in maintenance), with the options the rendered lines of
+    its backend carry; its health checks enabled when it has them (a dynamic server's start
+    disabled), to run once it leaves maintenance."""
+    target = f"{add.backend}/{add.server.name}"
+    commands = [" ".join(filter(None, ("add server", target, PARKED_ADDRESS, options)))]
+    if "check" in options.split():
+        commands.append(f"enable health {target}")
+    return commands
+
+
+def route_command(change: RouteChange, maps_dir: str) -> str:
+    """One map entry: added, changed or removed (a map is named by its file as loaded)."""
+    path = f"{maps_dir.rstrip('/')}/{change.map}"
+    if change.after is None:
+        return f"del map {path} {change.vip}"
+    verb = "add" if change.before is None else "set"
+    return f"{verb} map {path} {change.vip} {change.after}"
+
+
+def commands_of(ops: RuntimeOps, *, options: Mapping[str, str], maps_dir: str) -> list[str]:
+    """Every command of a runtime update, in the order it must run."""
+    commands = [c for add in ops.adds for c in add_commands(add, options[add.options])]
+    commands += [c for change in ops.grow for c in slot_commands(change)]
+    commands += [route_command(change, maps_dir) for change in ops.routes]
+    commands += [c for change in ops.shrink for c in slot_commands(change)]
+    commands += [f"del server {d.backend}/{d.server}" for d in ops.deletes]
+    return commands
+
+
 def unexpected_reply(command: str, reply: str, capabilities: Capabilities) -> str | None:
     """None when HAProxy answered `command` exactly as a success looks in this version, else
-    what is wrong. `set server ... state X` answers nothing; `set server ... addr A port P` says
-    what it changed, naming the new address and port."""
+    what is wrong. `set server ... state X`, `enable health` and map changes answer nothing;
+    `set server ... addr A port P` says what it changed, naming the new address and port."""
     words = command.split()
-    if words[3:4] == ["state"]:
+    if words[:2] == ["add", "server"]:
+        return None if reply in (ADDED, ALREADY_THERE) else f"{command!r}: {reply!r}"
+    if words[:2] == ["del", "server"]:
+        if reply != DELETED:  # still has connections: it stays, parked, until a reload
+            log.info("%s: %s (it stays parked until the next reload)", command, reply)
+        return None
+    if words[1:2] == ["map"] and words[0] in ("add", "set", "del"):
+        fine = ("", MAP_KEY_NOT_FOUND) if words[0] == "del" else ("",)
+        return None if reply in fine else f"{command!r}: {reply!r}"
+    if words[:2] == ["enable", "health"] or words[3:4] == ["state"]:
         return None if reply == "" else f"{command!r}: {reply!r}"
     if words[3:4] == ["addr"] and len(words) == 7:
         grammar = _ADDR_REPLY_CHANGED if capabilities.addr_reply_changed_only else _ADDR_REPLY_BOTH
@@ -106,10 +158,21 @@ class RuntimeAPI:
             replies.extend(got)
         return replies
 
-    def update_slots(self, changes: Sequence[SlotChange], capabilities: Capabilities) -> int:
-        """Apply slot changes, checking every reply; the number of commands sent.
+    def update(
+        self,
+        ops: RuntimeOps,
+        capabilities: Capabilities,
+        *,
+        options: Mapping[str, str],
+        maps_dir: str,
+    ) -> int:
+        """Apply a runtime update, checking every reply; the number of commands sent.
+        `options`: each model backend's server options (ServerAdd.options names one).
         RuntimeUpdateError when anything does not go exactly as planned."""
-        commands = [command for change in changes for command in slot_commands(change)]
+        try:
+            commands = commands_of(ops, options=options, maps_dir=maps_dir)
+        except KeyError as exc:
+            raise RuntimeUpdateError(f"no server options rendered for backend {exc}") from exc
         try:
             replies = self.execute(commands)
         except (HAProxyUnavailable, ValueError) as exc:

@@ -27,9 +27,13 @@ haproxy_log = logging.getLogger("kube2haproxy.haproxy.output")
 
 
 # Printed on every reload by the old worker, once per proxy: 10,000 lines at 10,000 services.
+# And on every runtime update: each server line added or deleted.
 _ROUTINE = re.compile(
     r"Proxy \S+ stopped \(cumulated conns|Stopping (frontend|backend|proxy) |"
-    r"Former worker \(\d+\) exited with code 0|haproxy version is|path to executable is"
+    r"Former worker \(\d+\) exited with code 0|haproxy version is|path to executable is|"
+    r"CLI : 'server \S+' : (New server registered|Server deleted)\.|"
+    # A spare or a deleted service's backend whose lines were all parked: planned.
+    r"backend 'spare_\d+' has no server available!"
 )
 # The master's line once its first worker loaded (2.6 to 3.4).
 _LOADED = re.compile(r"\] +\(\d+\) : Loading success\.$")

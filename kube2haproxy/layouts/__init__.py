@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from kube2haproxy.findings import Finding
-from kube2haproxy.layouts.per_port import PerPort
+from kube2haproxy.layouts.per_port import PerPort, PortRoutes
 from kube2haproxy.layouts.per_service import PerService
 from kube2haproxy.model import Model
 
@@ -28,14 +28,16 @@ class Layout(Protocol):
     unrouted_backend: str | None  # a backend closing connections to no service's address
     rules_in_backend: bool  # access rules go in backends (frontends are shared between services)
     files_glob: str  # the names `maps` gives its map files, as a glob ("" when it has none)
+    runtime_routes: bool  # a new service on a port already listened on needs no reload
 
     def items(self, model: Model) -> tuple[Any, ...]:
         """What `template` renders, in config order."""
         ...
 
-    def maps(self, model: Model) -> dict[str, tuple[tuple[str, str], ...]]:
+    def maps(self, model: Model) -> dict[str, tuple[str, int]]:
         """The map files the config refers to: name in the maps directory (content-addressed)
-        -> its entries (key, value). The renderer writes them, through its output guard."""
+        -> text (`key value` lines) and how many lines the model gave it. The renderer checks
+        them and the applier writes them."""
         ...
 
     def listeners(self, model: Model) -> dict[Socket, list[Socket]]:
@@ -44,6 +46,11 @@ class Layout(Protocol):
 
     def findings(self, model: Model) -> tuple[Finding, ...]:
         """What the layout cannot honour of the model."""
+        ...
+
+    def routing(self, model: Model) -> dict[int, PortRoutes] | None:
+        """Per port, how services are routed, when a new service on a port already listened on
+        can be routed at runtime (a map entry); None when every new service needs a reload."""
         ...
 
 

@@ -2,14 +2,18 @@
 routing each connection by its destination address through a map of VIP -> backend.
 
 Sockets grow with the distinct ports, not the services (2,020 at 50,000 services:
-bench/layout.py). The maps are content-addressed files in the maps directory, so a running
-config's maps never change under it. Frontends are shared by every service on a port, so each
-service's access rules go in its backend, and a per-service client timeout has nowhere to go.
+bench/layout.py), and a new service on a port already listened on needs no new socket: it is
+routed at runtime with a map entry (`routing`), served by a spare backend until the next reload
+gives it its own (deployed.py). The maps are content-addressed files in the maps directory, so a
+running config's maps never change under it; their entries follow the model's frontend order.
+Frontends are shared by every service on a port, so each service's access rules go in its
+backend, and a per-service client timeout has nowhere to go.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kube2haproxy import tuning
@@ -33,30 +37,50 @@ class PortFrontend:
         object.__setattr__(self, "name", f"port_{self.port}")
 
 
-Entries = tuple[tuple[str, str], ...]  # a map's lines: (key, value)
+@dataclass(frozen=True, slots=True)
+class PortRoutes:
+    """How a layout that routes by destination reaches the services of one port: the map file
+    its frontend reads, the address families it listens on, and the map's VIP -> backend."""
+
+    map: str
+    families: tuple[int, ...]
+    entries: Mapping[str, str]
 
 
-def port_frontends(model: Model) -> tuple[tuple[PortFrontend, ...], dict[str, Entries]]:
-    """The per-port frontends of a model, and their maps (file name -> VIP, backend entries).
-    A map's name carries a hash of its content: `map_text` of its entries."""
-    routes: dict[int, list[tuple[str, str]]] = {}
+@dataclass(frozen=True, slots=True)
+class PortMap:
+    """One port's map: its file name (content-addressed), its text, and its entries."""
+
+    name: str  # "port-80-<hash>.map"
+    text: str  # one `VIP backend` line per entry, in the model's frontend order
+    lines: int  # as many as the model has binds on the port
+    entries: dict[str, str]
+    families: tuple[int, ...]  # 4 and/or 6: the address families of its VIPs
+
+
+def port_frontends(model: Model) -> tuple[tuple[PortFrontend, ...], dict[int, PortMap]]:
+    """The per-port frontends of a model and their maps. A map lists its entries in the
+    model's (canonical) frontend order and is named by a hash of its text, so the same
+    cluster gives the same file everywhere."""
+    lines: dict[int, list[str]] = {}
+    entries: dict[int, dict[str, str]] = {}
     for frontend in model.frontends:
+        backend = frontend.backend
         for bind in frontend.binds:
-            routes.setdefault(bind.port, []).append((bind.ip, frontend.backend))
+            port = bind.port
+            if port not in lines:
+                lines[port], entries[port] = [], {}
+            lines[port].append(f"{bind.ip} {backend}\n")
+            entries[port][bind.ip] = backend
     frontends, maps = [], {}
-    for port in sorted(routes):
-        entries = tuple(sorted(routes[port]))
-        digest = hashlib.blake2b(map_text(entries).encode(), digest_size=6).hexdigest()
-        path = f"port-{port}-{digest}.map"
-        maps[path] = entries
-        families = tuple(sorted({6 if ":" in ip else 4 for ip, _ in entries}))
-        frontends.append(PortFrontend(port, families, path))
+    for port in sorted(lines):
+        text = "".join(lines[port])
+        digest = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+        name = f"port-{port}-{digest}.map"
+        families = tuple(sorted({6 if ":" in ip else 4 for ip in entries[port]}))
+        maps[port] = PortMap(name, text, len(lines[port]), entries[port], families)
+        frontends.append(PortFrontend(port, families, name))
     return tuple(frontends), maps
-
-
-def map_text(entries: Entries) -> str:
-    """A map file's content: one `key value` line per entry."""
-    return "".join(f"{key} {value}\n" for key, value in entries)
 
 
 class PerPort:
@@ -65,14 +89,15 @@ class PerPort:
     variable = "ports"
     unrouted_backend: str | None = "unrouted"
     rules_in_backend = True
+    runtime_routes = True
     files_glob = MAP_FILES
 
     def __init__(self) -> None:
         # The last model's frontends and what they gave: render asks for items and files of
         # the same model, and a runtime update keeps the frontends as the very same objects.
-        self._last: tuple[object, tuple[PortFrontend, ...], dict[str, Entries]] | None = None
+        self._last: tuple[object, tuple[PortFrontend, ...], dict[int, PortMap]] | None = None
 
-    def _of(self, model: Model) -> tuple[tuple[PortFrontend, ...], dict[str, Entries]]:
+    def _of(self, model: Model) -> tuple[tuple[PortFrontend, ...], dict[int, PortMap]]:
         if self._last is None or self._last[0] is not model.frontends:
             self._last = (model.frontends, *port_frontends(model))
         return self._last[1], self._last[2]
@@ -80,8 +105,14 @@ class PerPort:
     def items(self, model: Model) -> tuple[PortFrontend, ...]:
         return self._of(model)[0]
 
-    def maps(self, model: Model) -> dict[str, Entries]:
-        return dict(self._of(model)[1])
+    def maps(self, model: Model) -> dict[str, tuple[str, int]]:
+        return {m.name: (m.text, m.lines) for m in self._of(model)[1].values()}
+
+    def routing(self, model: Model) -> dict[int, PortRoutes]:
+        return {
+            port: PortRoutes(m.name, m.families, m.entries)
+            for port, m in self._of(model)[1].items()
+        }
 
     def listeners(self, model: Model) -> dict[tuple[str, int], list[tuple[str, int]]]:
         out: dict[tuple[str, int], list[tuple[str, int]]] = {}

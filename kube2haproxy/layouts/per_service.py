@@ -17,12 +17,13 @@ class PerService:
     variable = "frontends"
     unrouted_backend: str | None = None
     rules_in_backend = False
+    runtime_routes = False
     files_glob = ""
 
     def items(self, model: Model) -> tuple[Frontend, ...]:
         return model.frontends
 
-    def maps(self, model: Model) -> dict[str, tuple[tuple[str, str], ...]]:
+    def maps(self, model: Model) -> dict[str, tuple[str, int]]:
         return {}
 
     def listeners(self, model: Model) -> dict[tuple[str, int], list[tuple[str, int]]]:
@@ -34,3 +35,6 @@ class PerService:
 
     def findings(self, model: Model) -> tuple[Finding, ...]:
         return ()
+
+    def routing(self, model: Model) -> None:
+        return None  # every new service is a new socket

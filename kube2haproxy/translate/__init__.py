@@ -11,12 +11,14 @@ same snapshot always yields the same model.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
+from typing import TypeVar
 
 from kube2haproxy.findings import Finding, SkipReason
-from kube2haproxy.model import Model
+from kube2haproxy.model import Backend, Frontend, Model, ServiceEntry
 from kube2haproxy.resources import JSON, Key
 from kube2haproxy.settings import TranslateSettings
 from kube2haproxy.store import Snapshot
@@ -29,6 +31,8 @@ __all__ = [
     "TranslateCache",
     "Translation",
     "confined",
+    "served",
+    "splice",
     "translate",
     "translate_cached",
     "translate_service",
@@ -40,6 +44,9 @@ __all__ = [
 class Translation:
     model: Model
     findings: tuple[Finding, ...]
+    # Addresses (VIP, port) some service was refused: another serves it, or this host cannot
+    # listen there. Adding or removing a service that touches one needs a whole translation.
+    contested: frozenset[tuple[str, int]] = frozenset()
 
     @property
     def warnings(self) -> tuple[Finding, ...]:
@@ -78,6 +85,10 @@ class TranslateCache:
         entry = self._entries.get(key)
         return entry[1] if entry is not None else None
 
+    def forget(self, key: Key) -> None:
+        """A service that is gone (the fast path removed it from the model)."""
+        self._entries.pop(key, None)
+
     def retain(self, keys: Iterable[Key]) -> None:
         """Forget the services that are gone."""
         keep = set(keys)
@@ -107,8 +118,76 @@ def translate(
     ]
     if cache is not None and len(cache) > len(snapshot.services):
         cache.retain(snapshot.services)
-    model, findings = assemble(results, unbindable=unbindable, vip_cidr=vip_cidr_networks(settings))
-    return Translation(model, findings)
+    networks = vip_cidr_networks(settings)
+    model, findings, contested = assemble(results, unbindable=unbindable, vip_cidr=networks)
+    return Translation(model, findings, contested)
+
+
+def served(results: Iterable[ServiceResult]) -> Model:
+    """What these services put in the model when none of their addresses is contested: their
+    frontends, the backends those use, and their entries (unsorted)."""
+    results = list(results)
+    used = {f.backend for r in results for f in r.frontends}
+    return Model(
+        frontends=tuple(f for r in results for f in r.frontends),
+        backends=tuple(b for r in results for b in r.backends if b.name in used),
+        services=tuple(r.entry for r in results if r.entry is not None and r.frontends),
+    )
+
+
+def splice(
+    model: Model,
+    *,
+    bound: Set[tuple[str, int]],
+    contested: Set[tuple[str, int]],
+    added: Sequence[ServiceResult],
+    removed: Sequence[ServiceResult],
+) -> Model | None:
+    """`model` with whole services added and removed, in O(services) without translating the
+    others: what `translate` gives for the same cluster when no address of theirs is contested
+    (`bound`: every VIP:port the model serves). None when it cannot tell: an added service
+    wants an address already served or contested, or a removed one leaves a contested address
+    (a service refused it may get it now). Not in --vip-mode pool (the allocation is global)."""
+    wanted = [(b.ip, b.port) for r in added for f in r.frontends for b in f.binds]
+    if len(set(wanted)) != len(wanted) or any(a in bound or a in contested for a in wanted):
+        return None
+    if any((b.ip, b.port) in contested for r in removed for f in r.frontends for b in f.binds):
+        return None
+    if any(r.claim is not None for r in added):
+        return None
+    new, gone = served(added), served(removed)
+    gone_entries = {(e.namespace, e.name) for e in gone.services}
+    return Model(
+        frontends=_merged(model.frontends, {f.name for f in gone.frontends}, new.frontends),
+        backends=_merged(model.backends, {b.name for b in gone.backends}, new.backends),
+        services=_entries(model.services, gone_entries, new.services),
+    )
+
+
+def _entries(
+    entries: tuple[ServiceEntry, ...],
+    gone: Set[tuple[str, str]],
+    new: tuple[ServiceEntry, ...],
+) -> tuple[ServiceEntry, ...]:
+    kept = [e for e in entries if (e.namespace, e.name) not in gone] if gone else list(entries)
+    for entry in new:
+        bisect.insort(kept, entry, key=lambda e: (e.namespace, e.name))
+    return tuple(kept)
+
+
+P = TypeVar("P", Frontend, Backend)
+
+
+def _merged(items: tuple[P, ...], gone: Set[str], new: tuple[P, ...]) -> tuple[P, ...]:
+    """Sorted by name, as assemble sorts them: each new item inserted where it belongs."""
+    kept: list[P] = [item for item in items if item.name not in gone] if gone else list(items)
+    for item in new:
+        bisect.insort(kept, item, key=_name)
+    return tuple(kept)
+
+
+def _name(item: Frontend | Backend) -> str:
+    return item.name
 
 
 def translate_cached(

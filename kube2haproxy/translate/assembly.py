@@ -19,9 +19,10 @@ def assemble(
     *,
     unbindable: Mapping[tuple[str, int], str] | None = None,
     vip_cidr: Sequence[IPNetwork] = (),
-) -> tuple[Model, tuple[Finding, ...]]:
+) -> tuple[Model, tuple[Finding, ...], frozenset[tuple[str, int]]]:
     """Merge per-service results into one model (`vip_cidr`: its networks in --vip-mode pool),
-    with the findings of every service and of the merge."""
+    with the findings of every service and of the merge, and the contested addresses (VIP,
+    port): those some service was refused (another serves it, or this host cannot listen)."""
     results = list(results)
     findings = [f for r in results for f in r.findings]
     if vip_cidr:
@@ -60,7 +61,7 @@ def assemble(
         backends=tuple(sorted(backends, key=lambda b: b.name)),
         services=tuple(sorted(entries, key=lambda e: (e.namespace, e.name))),
     )
-    return model, tuple(findings)
+    return model, tuple(findings), frozenset((bind.ip, bind.port) for _, bind in lost)
 
 
 def _settle_conflicts(
