@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for testkit
 
 from cluster import endpoint_slice as bench_slice
-from harness import http_body, serving_cluster, worker_rss_mb
+from harness import serving_cluster, worker_rss_mb
 
 from kube2haproxy.appliers.master import MasterCLI
 from kube2haproxy.appliers.runtime import RuntimeAPI, parse_servers_state
-from tests.builders import endpoint_slice, service
-from tests.live import Backend, free_port
+from testkit.backends import Backend, answer, fleet, free_port
+from testkit.builders import service, slice_of
+from testkit.fakeapi import FakeKubeAPI
 
 
-def latency(api, vip: str, port: int, pool: list[Backend], changes: int) -> list[float]:
+def latency(
+    api: FakeKubeAPI, vip: str, port: int, pool: list[Backend], changes: int
+) -> list[float]:
     samples = []
     current = None
     for i in range(changes):
@@ -32,16 +39,8 @@ def latency(api, vip: str, port: int, pool: list[Backend], changes: int) -> list
         if target is current:
             target = pool[(i + 1) % len(pool)]
         started = time.monotonic()
-        api.put(
-            endpoint_slice(
-                "probe",
-                "bench",
-                name="probe-a",
-                endpoints=[target.ip],
-                ports=[("http", target.port)],
-            )
-        )
-        while http_body(vip, port) != target.name:
+        api.put(slice_of("probe", target, namespace="bench", name="probe-a"))
+        while answer(vip, port) != target.name:
             if time.monotonic() - started > 30:
                 raise SystemExit(f"change {i}: not routed after 30 s")
         samples.append(time.monotonic() - started)
@@ -50,7 +49,9 @@ def latency(api, vip: str, port: int, pool: list[Backend], changes: int) -> list
     return samples
 
 
-def storm(api, runtime: RuntimeAPI, services: int, changes: int, seconds: float) -> float:
+def storm(
+    api: FakeKubeAPI, runtime: RuntimeAPI, services: int, changes: int, seconds: float
+) -> float:
     """`changes` endpoint changes spread evenly over `seconds` across `services` services;
     returns the time from the last change until HAProxy runs the final endpoints."""
     final: dict[int, set[str]] = {}
@@ -85,56 +86,46 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--haproxy-bin", default="haproxy")
     args = parser.parse_args()
-    pool = [Backend(f"b{i}", port=18000) for i in range(8)]
-    print(
-        f"{'services':>8} {'p50':>8} {'p99':>8} {'max':>8} {'storm reloads':>13} "
-        f"{'storm lag':>9} {'worker RSS':>10} {'slots':>7}",
-        flush=True,
-    )
-    for count in args.services:
-        with serving_cluster(
-            count,
-            10,
-            "--allow-loopback-endpoints",
-            "--log-level",
-            "warning",
-            haproxy_bin=args.haproxy_bin,
-            timeout=900,
-        ) as (api, workdir, _, _listen, _):
-            vip, port = "127.1.0.1", free_port("127.1.0.1")
-            api.put(service("probe", "bench", cluster_ips=[vip], ports=[("http", port)]))
-            api.put(
-                endpoint_slice(
-                    "probe",
-                    "bench",
-                    name="probe-a",
-                    endpoints=[pool[0].ip],
-                    ports=[("http", pool[0].port)],
-                )
-            )
-            # The probe service needs one reload: a new frontend.
-            while http_body(vip, port) != "b0":
-                time.sleep(0.05)
-            time.sleep(2)
-            master = MasterCLI(str(workdir / "run" / "master.sock"))
-            runtime = RuntimeAPI(str(workdir / "run" / "admin.sock"))
-            reloads = master.processes().reloads
-            samples = latency(api, vip, port, pool, args.changes)
-            assert master.processes().reloads == reloads, "an endpoint change reloaded"
-            lag = storm(api, runtime, services=min(100, count), changes=1000, seconds=10.0)
-            storm_reloads = master.processes().reloads - reloads
-            worker_rss = worker_rss_mb(workdir)
-            slots = len(runtime.servers())  # once, after the measurements
-        ordered = sorted(samples)
-        p99 = ordered[max(0, round(0.99 * len(ordered)) - 1)]
+    with fleet((f"b{i}" for i in range(8)), port=18000) as pool:
         print(
-            f"{count:>8} {statistics.median(samples) * 1000:>6.1f}ms {p99 * 1000:>6.1f}ms "
-            f"{max(samples) * 1000:>6.1f}ms {storm_reloads:>13} {lag * 1000:>7.0f}ms "
-            f"{worker_rss:>7.0f} MB {slots:>7}",
+            f"{'services':>8} {'p50':>8} {'p99':>8} {'max':>8} {'storm reloads':>13} "
+            f"{'storm lag':>9} {'worker RSS':>10} {'slots':>7}",
             flush=True,
         )
-    for backend in pool:
-        backend.close()
+        for count in args.services:
+            with serving_cluster(
+                count,
+                10,
+                "--allow-loopback-endpoints",
+                "--log-level",
+                "warning",
+                haproxy_bin=args.haproxy_bin,
+                timeout=900,
+            ) as (api, workdir, _, _listen, _):
+                vip, port = "127.1.0.1", free_port("127.1.0.1")
+                api.put(service("probe", "bench", cluster_ips=[vip], ports=[("http", port)]))
+                api.put(slice_of("probe", pool[0], namespace="bench", name="probe-a"))
+                # The probe service needs one reload: a new frontend.
+                while answer(vip, port) != "b0":
+                    time.sleep(0.05)
+                time.sleep(2)
+                master = MasterCLI(str(workdir / "run" / "master.sock"))
+                runtime = RuntimeAPI(str(workdir / "run" / "admin.sock"))
+                reloads = master.processes().reloads
+                samples = latency(api, vip, port, pool, args.changes)
+                assert master.processes().reloads == reloads, "an endpoint change reloaded"
+                lag = storm(api, runtime, services=min(100, count), changes=1000, seconds=10.0)
+                storm_reloads = master.processes().reloads - reloads
+                worker_rss = worker_rss_mb(workdir)
+                slots = len(runtime.servers())  # once, after the measurements
+            ordered = sorted(samples)
+            p99 = ordered[max(0, round(0.99 * len(ordered)) - 1)]
+            print(
+                f"{count:>8} {statistics.median(samples) * 1000:>6.1f}ms {p99 * 1000:>6.1f}ms "
+                f"{max(samples) * 1000:>6.1f}ms {storm_reloads:>13} {lag * 1000:>7.0f}ms "
+                f"{worker_rss:>7.0f} MB {slots:>7}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -14,12 +14,14 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
-from harness import check_config, http_body, probe, serving_cluster
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for testkit
 
-from tests.builders import endpoint_slice as slice_of
-from tests.builders import service as service_of
-from tests.live import Backend
+from harness import check_config, serving_cluster
+
+from testkit.backends import Backend, answer, probe
+from testkit.builders import service, slice_of
 
 
 def main() -> None:
@@ -52,11 +54,9 @@ def main() -> None:
                 port = 18080
                 name = f"bench-{round_}"
                 started = time.monotonic()
-                api.put(service_of(name, "bench", cluster_ips=[vip], ports=[("http", port)]))
-                api.put(
-                    slice_of(name, "bench", endpoints=[backend.ip], ports=[("http", backend.port)])
-                )
-                while http_body(vip, port) != "new":
+                api.put(service(name, "bench", cluster_ips=[vip], ports=[("http", port)]))
+                api.put(slice_of(name, backend, namespace="bench"))
+                while answer(vip, port) != "new":
                     if time.monotonic() - started > 120:
                         sys.exit(f"round {round_}: not routed after 120 s")
                     time.sleep(0.005)

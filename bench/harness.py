@@ -1,37 +1,26 @@
-"""Shared parts of the serve benchmarks: a local Kubernetes API (tests/fakeapi.py) filled with a
+"""Shared parts of the serve benchmarks: a local Kubernetes API (testkit/fakeapi/) filled with a
 synthetic cluster, and `kube2haproxy run` as a real subprocess against it, supervising HAProxy."""
 
 from __future__ import annotations
 
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cluster import cluster
+
+from kube2haproxy.appliers.master import MasterCLI
+from testkit.backends import free_port, probe
+from testkit.fakeapi import FakeKubeAPI
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cluster import endpoint_slice, service  # noqa: E402
-
-from kube2haproxy.appliers.master import MasterCLI  # noqa: E402
-from tests.fakeapi import FakeKubeAPI  # noqa: E402
-from tests.live import free_port  # noqa: E402
-
-
-def fill(api: FakeKubeAPI, services: int, endpoints: int) -> None:
-    for i in range(services):
-        api.put(service(i))
-        api.put(endpoint_slice(i, endpoints))
 
 
 def raise_fd_limit(wanted: int = 262_144) -> None:
@@ -41,16 +30,6 @@ def raise_fd_limit(wanted: int = 262_144) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def probe(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except OSError:
-        return 0, ""
 
 
 @contextmanager
@@ -122,19 +101,6 @@ def worker_rss_mb(workdir: Path) -> float:
     return rss_mb(worker)[0] if worker else 0.0
 
 
-def http_body(ip: str, port: int) -> str:
-    """The body of `GET /` over HTTP/1.0 (the test backends answer their name), "" on error."""
-    try:
-        with socket.create_connection((ip, port), timeout=1) as sock:
-            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while chunk := sock.recv(4096):
-                data += chunk
-        return data.rsplit(b"\r\n\r\n", 1)[-1].decode()
-    except OSError:
-        return ""
-
-
 def check_config(binary: str, path: Path, repeat: int = 1) -> tuple[float, float]:
     """`haproxy -c` of a config file: the median seconds over `repeat` runs and the peak
     resident memory of the check (MB, from the kernel's accounting of the child). Exits with
@@ -164,7 +130,8 @@ def serving_cluster(
     (api, workdir, controller process, probe port, seconds until ready)."""
     with tempfile.TemporaryDirectory(prefix="k2h-bench-") as tmp, FakeKubeAPI() as api:
         workdir = Path(tmp)
-        fill(api, services, endpoints)
+        for obj in cluster(services, endpoints):
+            api.put(obj)
         listen = free_port("127.0.0.1")
         with controller(api, workdir, listen, *extra, haproxy_bin=haproxy_bin) as process:
             ready = wait_ready(process, listen, timeout=timeout)

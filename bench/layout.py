@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for testkit
 
-from cluster import endpoint_slice, service, store_of
+from cluster import endpoint_slice, service
 from harness import check_config
 
 from kube2haproxy import gc_tuning
@@ -36,12 +36,13 @@ from kube2haproxy.render import Renderer
 from kube2haproxy.settings import RenderPaths, RenderSettings, TranslateSettings
 from kube2haproxy.store import Store
 from kube2haproxy.translate import translate
+from testkit.builders import JSON, store_of
 
 COMMON = [80, 443, 8080, 8443, 9090, 3000, 5432, 6379, 27017, 3306, 9200, 5672, 4222, 8000, 8081]
 COMMON += [9000, 9100, 11211, 2181, 9092]
 
 
-def ports_of(index: int) -> list[dict]:
+def ports_of(index: int) -> list[JSON]:
     first = 30_000 + (index // 20) % 2000 if index % 20 == 0 else COMMON[index % len(COMMON)]
     ports = [{"name": "main", "port": first, "protocol": "TCP", "targetPort": 8080}]
     if index % 5 == 0:

@@ -10,7 +10,11 @@ reported beside it.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for testkit
 
 from harness import rss_mb, serving_cluster, worker_rss_mb
 

@@ -18,16 +18,19 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-from harness import http_body, serving_cluster
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for testkit
+
+from harness import serving_cluster
 
 from kube2haproxy.appliers.master import MasterCLI
-from tests.builders import endpoint_slice as slice_of
-from tests.builders import service as service_of
-from tests.live import Backend
+from testkit.backends import Backend, answer
+from testkit.builders import service, slice_of
+from testkit.fakeapi import FakeKubeAPI
 
 PORT = 80  # the port of every service of the synthetic cluster: already listened on
 
@@ -41,14 +44,14 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def one_by_one(api, backend: Backend, count: int, *, verbose: bool) -> list[float]:
+def one_by_one(api: FakeKubeAPI, backend: Backend, count: int, *, verbose: bool) -> list[float]:
     samples = []
     for i in range(count):
         vip, name = f"127.1.{i // 250}.{i % 250 + 1}", f"new-{i}"
         started = time.monotonic()
-        api.put(service_of(name, "bench", cluster_ips=[vip], ports=[("http", PORT)]))
-        api.put(slice_of(name, "bench", endpoints=[backend.ip], ports=[("http", backend.port)]))
-        while http_body(vip, PORT) != "new":
+        api.put(service(name, "bench", cluster_ips=[vip], ports=[("http", PORT)]))
+        api.put(slice_of(name, backend, namespace="bench"))
+        while answer(vip, PORT) != "new":
             if time.monotonic() - started > 60:
                 raise SystemExit(f"{name}: not routed after 60 s (--log keeps the log)")
             time.sleep(0.001)
@@ -78,7 +81,7 @@ def applied_at(workdir: Path, verb: str) -> dict[str, float]:
     return seen
 
 
-def burst(api, workdir: Path, backend: Backend, count: int, over: float) -> None:
+def burst(api: FakeKubeAPI, workdir: Path, backend: Backend, count: int, over: float) -> None:
     for verb in ("added", "removed"):
         before = reloads(workdir)
         created: dict[str, float] = {}
@@ -89,10 +92,8 @@ def burst(api, workdir: Path, backend: Backend, count: int, over: float) -> None
             vip, name = f"127.2.{i // 250}.{i % 250 + 1}", f"burst-{i}"
             created[f"bench/{name}"] = time.time()
             if verb == "added":
-                api.put(service_of(name, "bench", cluster_ips=[vip], ports=[("http", PORT)]))
-                api.put(
-                    slice_of(name, "bench", endpoints=[backend.ip], ports=[("http", backend.port)])
-                )
+                api.put(service(name, "bench", cluster_ips=[vip], ports=[("http", PORT)]))
+                api.put(slice_of(name, backend, namespace="bench"))
             else:
                 api.delete("Service", "bench", name)
         time.sleep(5)  # the last ones
@@ -106,7 +107,7 @@ def burst(api, workdir: Path, backend: Backend, count: int, over: float) -> None
         )
 
 
-def measure(args: argparse.Namespace, api, workdir: Path, backend: Backend) -> None:
+def measure(args: argparse.Namespace, api: FakeKubeAPI, workdir: Path, backend: Backend) -> None:
     # Steady state: the watches opened after the lists, the first drift check done.
     time.sleep(args.settle)
     if args.new:

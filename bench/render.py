@@ -18,15 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for testkit
 
-from cluster import cluster, store_of
+from cluster import cluster
 from harness import check_config
 
 from kube2haproxy import gc_tuning
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import RenderSettings, TranslateSettings
 from kube2haproxy.translate import translate
+from testkit.builders import store_of
 
 
 def main() -> None:

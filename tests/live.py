@@ -1,18 +1,15 @@
-"""Real parts for the serve tests: HTTP backends on loopback addresses, a client that keeps
-sending requests and records every failure, a supervised HAProxy in a temporary directory."""
+"""Live parts only the tests use: a supervised HAProxy in a temporary directory and its applier,
+a small config routing a frontend to real backends (testkit.backends), a client that keeps
+sending requests and records every failure, and waiting for a condition."""
 
 from __future__ import annotations
 
 import functools
 import http.client
-import itertools
-import os
-import socket
 import textwrap
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from kube2haproxy import configfile
@@ -21,103 +18,10 @@ from kube2haproxy.appliers.master_cli import MasterCLIApplier
 from kube2haproxy.appliers.runtime import RuntimeAPI
 from kube2haproxy.appliers.supervisor import Supervisor
 from kube2haproxy.capabilities import Capabilities, capabilities
+from kube2haproxy.deployed import loaded
 from kube2haproxy.model import Model
 from kube2haproxy.plan import Action, Plan
-
-_next_ip = itertools.count(2)
-# pytest-xdist runs tests in several processes ("gw0", "gw1", ...): each takes its own /16.
-_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-
-
-def loopback_ip() -> str:
-    """A fresh 127.x.y.z address for a test (all of 127/8 is local on Linux), one that no other
-    test process hands out."""
-    n = next(_next_ip)
-    return f"127.{20 + _WORKER}.{n // 250}.{n % 250 + 1}"
-
-
-def free_port(ip: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((ip, 0))
-        return int(sock.getsockname()[1])
-
-
-class Backend:
-    """An HTTP server answering its own name: where a request landed."""
-
-    def __init__(
-        self, name: str, ip: str | None = None, port: int | None = None, *, keepalive: bool = False
-    ) -> None:
-        self.name = name
-        self.ip = ip or loopback_ip()
-        self.port = port or free_port(self.ip)
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1" if keepalive else "HTTP/1.0"
-
-            def do_GET(handler) -> None:
-                body = name.encode()
-                handler.send_response(200)
-                handler.send_header("Content-Length", str(len(body)))
-                handler.end_headers()
-                handler.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server_class = type(
-            "Server", (ThreadingHTTPServer,), {"daemon_threads": True, "allow_reuse_address": True}
-        )
-        self.server = server_class((self.ip, self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"{self.ip}:{self.port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def get(ip: str, port: int, *, timeout: float = 5.0) -> str:
-    connection = http.client.HTTPConnection(ip, port, timeout=timeout)
-    try:
-        connection.request("GET", "/")
-        response = connection.getresponse()
-        body = response.read().decode()
-        if response.status != 200:
-            raise OSError(f"HTTP {response.status}")
-        return body
-    finally:
-        connection.close()
-
-
-def responders(ip: str, port: int, *, requests: int = 40) -> set[str]:
-    return {get(ip, port) for _ in range(requests)}
-
-
-def routes(ip: str, port: int, *, requests: int = 5) -> set[str]:
-    """Who answers, or nothing while nothing listens or routes there (a predicate for
-    wait_for: it never raises for a connection that fails)."""
-    try:
-        return responders(ip, port, requests=requests)
-    except (OSError, http.client.HTTPException):
-        return set()
-
-
-def serves(ip: str, port: int, expected: set[str], *, rounds: int = 5) -> set[str]:
-    """Who answers, sampled until every expected endpoint did: round robin is shared with any
-    other client, and two clients alternating each see every other server. Stops at once at an
-    answer from outside `expected`, so a stale endpoint is never averaged away."""
-    seen: set[str] = set()
-    for _ in range(rounds):
-        got = responders(ip, port)
-        seen |= got
-        if not got <= expected or seen == expected:
-            break
-    return seen
+from testkit.backends import Backend, get
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "") -> None:
@@ -193,7 +97,7 @@ def supervised(tmp: Path, binary: str) -> tuple[Supervisor, MasterCLIApplier]:
 
 def load(applier: MasterCLIApplier, text: str) -> ApplyReport:
     """Have the applier reload HAProxy with a config text (of no model: tests of the edge)."""
-    return applier.apply(Plan(Action.RELOAD, Model()), Config(text))
+    return applier.apply(Plan(Action.RELOAD, loaded(Model())), Config(text))
 
 
 def haproxy_config(tmp: Path, vip: str, port: int, servers: list[Backend], extra: str = "") -> str:

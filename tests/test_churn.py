@@ -15,21 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from kube2haproxy.appliers.master_cli import MasterCLIApplier
 from kube2haproxy.appliers.runtime import RuntimeAPI
+from kube2haproxy.appliers.supervisor import Supervisor
 from kube2haproxy.capabilities import Version
 from kube2haproxy.settings import Settings, TimingSettings, TranslateSettings
 from kube2haproxy.slots import slot_count
-from tests.builders import endpoint, endpoint_slice, service
-from tests.live import (
-    Backend,
-    Traffic,
-    capabilities_of,
-    free_port,
-    loopback_ip,
-    responders,
-    serves,
-    wait_for,
-)
+from testkit.backends import Backend, fleet, free_port, loopback_ip, responders, serves
+from testkit.builders import JSON, service, slice_of
+from tests.live import Traffic, capabilities_of, wait_for
 from tests.test_serve import serving
 
 SETTINGS = Settings(
@@ -44,39 +38,28 @@ SETTINGS = Settings(
 )
 
 
-def web_slice(*backends: Backend, terminating: tuple[Backend, ...] = ()) -> dict:
-    port = (backends or terminating)[0].port
-    endpoints = [endpoint(b.ip, ready=True) for b in backends] + [
-        endpoint(b.ip, ready=False, serving=True, terminating=True) for b in terminating
-    ]
-    return endpoint_slice("web", name="web-a", endpoints=endpoints, ports=[("http", port)])
-
-
 @pytest.fixture
-def fleet() -> Iterator[list[Backend]]:
-    port = free_port("127.0.0.1")
-    made = [Backend(f"b{i}", port=port, keepalive=True) for i in range(12)]
-    yield made
-    for backend in made:
-        backend.close()
+def backends() -> Iterator[list[Backend]]:
+    with fleet((f"b{i}" for i in range(12)), keepalive=True) as made:
+        yield made
 
 
-def reloads(supervisor) -> int:
+def reloads(supervisor: Supervisor) -> int:
     return supervisor.master.processes().reloads
 
 
-def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
+def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, backends):
     vip = loopback_ip()
     port = free_port(vip)
-    b = {f"b{i}": backend for i, backend in enumerate(fleet)}
+    b = {f"b{i}": backend for i, backend in enumerate(backends)}
     with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
         source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
-        source.put(web_slice(b["b0"], b["b1"]))
+        source.put(slice_of("web", b["b0"], b["b1"]))
         source.synced()
         wait_for(controller.ready.is_set, what="the first config")
         assert reloads(supervisor) == 0
 
-        def step(label, slice_obj, expected):
+        def step(label: str, slice_obj: JSON, expected: set[str]) -> None:
             updates = controller.runtime_updates
             source.put(slice_obj)
             wait_for(lambda: controller.runtime_updates > updates, what=label)
@@ -86,20 +69,24 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
             wait_for(lambda: traffic.ok > 20, what="traffic")
             for n in range(3, 9):  # scale up one by one, into the free slots and past them
                 names = [f"b{i}" for i in range(n)]
-                step(f"scale up to {n}", web_slice(*(b[x] for x in names)), set(names))
-            step("scale down", web_slice(b["b2"], b["b3"]), {"b2", "b3"})
-            step("roll every endpoint", web_slice(b["b8"], b["b9"], b["b10"]), {"b8", "b9", "b10"})
+                step(f"scale up to {n}", slice_of("web", *(b[x] for x in names)), set(names))
+            step("scale down", slice_of("web", b["b2"], b["b3"]), {"b2", "b3"})
+            step(
+                "roll every endpoint",
+                slice_of("web", b["b8"], b["b9"], b["b10"]),
+                {"b8", "b9", "b10"},
+            )
             step(
                 "one terminating",
-                web_slice(b["b9"], b["b10"], terminating=(b["b8"],)),
+                slice_of("web", b["b9"], b["b10"], terminating=(b["b8"],)),
                 {"b9", "b10"},
             )
-            step("terminated", web_slice(b["b9"], b["b10"]), {"b9", "b10"})
+            step("terminated", slice_of("web", b["b9"], b["b10"]), {"b9", "b10"})
             rng = random.Random(7)
             for i in range(30):  # dozens of changes, faster than they can be applied one by one
-                chosen = rng.sample(fleet, rng.randint(1, 8))
+                chosen = rng.sample(backends, rng.randint(1, 8))
                 last = {x.name for x in chosen}
-                source.put(web_slice(*chosen))
+                source.put(slice_of("web", *chosen))
                 if i % 3 == 0:
                     threading.Event().wait(0.02)
             # serves(), not responders(): Traffic shares the round robin with us.
@@ -112,21 +99,22 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
         # The slot count is the cluster's (4 free beyond the endpoints, in blocks of 8),
         # whatever the history: a scale-up past the slots added lines at runtime.
         wanted = slot_count(len(last), free=4, block=8)
+        assert controller.applied_model is not None
         assert len(controller.applied_model.backends[0].servers) == wanted
         assert controller.metrics.runtime_updates.labels("fallback")._value.get() == 0
         # The file on disk is what a reload would load: it renders the running state.
         controller._applier.close()
         text = (tmp_path / "haproxy.cfg").read_text()
-        assert sum(f":{fleet[0].port}" in line for line in text.splitlines()) == len(last)
+        assert sum(f":{backends[0].port}" in line for line in text.splitlines()) == len(last)
 
 
-def test_a_draining_endpoint_keeps_its_open_connection(tmp_path, haproxy_bin, fleet):
+def test_a_draining_endpoint_keeps_its_open_connection(tmp_path, haproxy_bin, backends):
     vip = loopback_ip()
     port = free_port(vip)
-    first, second = fleet[0], fleet[1]
+    first, second = backends[0], backends[1]
     with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
         source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
-        source.put(web_slice(first))
+        source.put(slice_of("web", first))
         source.synced()
         wait_for(controller.ready.is_set, what="the first config")
         held = http.client.HTTPConnection(vip, port, timeout=5)
@@ -134,14 +122,14 @@ def test_a_draining_endpoint_keeps_its_open_connection(tmp_path, haproxy_bin, fl
         assert held.getresponse().read() == b"b0"  # a keep-alive connection to b0
 
         updates = controller.runtime_updates
-        source.put(web_slice(second, terminating=(first,)))
+        source.put(slice_of("web", second, terminating=(first,)))
         wait_for(lambda: controller.runtime_updates > updates, what="b0 draining")
         assert responders(vip, port) == {"b1"}  # no new connection goes to b0
         for _ in range(3):  # the open one still does
             held.request("GET", "/")
             assert held.getresponse().read() == b"b0"
         updates = controller.runtime_updates
-        source.put(web_slice(second))  # b0 is gone for good
+        source.put(slice_of("web", second))  # b0 is gone for good
         wait_for(lambda: controller.runtime_updates > updates, what="b0 removed")
         held.request("GET", "/")
         assert held.getresponse().read() == b"b0"  # maintenance cuts nothing either
@@ -149,24 +137,27 @@ def test_a_draining_endpoint_keeps_its_open_connection(tmp_path, haproxy_bin, fl
         assert reloads(supervisor) == 0
 
 
-def test_growing_past_the_slots_adds_servers_without_a_reload(tmp_path, haproxy_bin, fleet):
+def test_growing_past_the_slots_adds_servers_without_a_reload(tmp_path, haproxy_bin, backends):
     vip = loopback_ip()
     port = free_port(vip)
     with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
         source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
-        source.put(web_slice(*fleet[:2]))
+        source.put(slice_of("web", *backends[:2]))
         source.synced()
         wait_for(controller.ready.is_set, what="the first config")
+        assert isinstance(controller._applier, MasterCLIApplier)
         runtime = controller._applier.runtime
+        assert controller.applied_model is not None
         assert len(controller.applied_model.backends[0].servers) == 8
         with Traffic(vip, port) as traffic:
             for n in range(3, 13):
-                source.put(web_slice(*fleet[:n]))
-                wanted = {f"b{i}" for i in range(n)}
-                wait_for(
-                    lambda wanted=wanted: serves(vip, port, wanted) == wanted,
-                    what=f"{n} endpoints",
-                )
+                source.put(slice_of("web", *backends[:n]))
+
+                def served(count: int = n) -> bool:
+                    wanted = {f"b{i}" for i in range(count)}
+                    return serves(vip, port, wanted) == wanted
+
+                wait_for(served, what=f"{n} endpoints")
         assert traffic.failures == []
         assert reloads(supervisor) == 0
         assert len(controller.applied_model.backends[0].servers) == 16
@@ -176,7 +167,7 @@ def test_growing_past_the_slots_adds_servers_without_a_reload(tmp_path, haproxy_
         # Back to two, with no connection open: the lines beyond 8 go where deleting is safe
         # (3.0 and later), and stay parked on 2.6 until a reload.
         updates = controller.runtime_updates
-        source.put(web_slice(*fleet[:2]))
+        source.put(slice_of("web", *backends[:2]))
         wait_for(lambda: controller.runtime_updates > updates, what="the scale-down")
         lines = [
             s for (backend, _), s in runtime.servers().items() if backend == "default_web_http"
@@ -212,18 +203,19 @@ class LyingSocket:
         self.server.close()
 
 
-def test_a_bad_runtime_reply_falls_back_to_a_reload(tmp_path, haproxy_bin, fleet):
+def test_a_bad_runtime_reply_falls_back_to_a_reload(tmp_path, haproxy_bin, backends):
     vip = loopback_ip()
     port = free_port(vip)
     with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
         liar = LyingSocket(tmp_path / "liar.sock")
+        assert isinstance(controller._applier, MasterCLIApplier)
         controller._applier.runtime = RuntimeAPI(str(tmp_path / "liar.sock"))
         source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
-        source.put(web_slice(fleet[0]))
+        source.put(slice_of("web", backends[0]))
         source.synced()
         wait_for(controller.ready.is_set, what="the first config")
         with Traffic(vip, port) as traffic:
-            source.put(web_slice(fleet[1]))
+            source.put(slice_of("web", backends[1]))
             wait_for(lambda: responders(vip, port) == {"b1"}, what="the change, by a reload")
         liar.close()
         assert traffic.failures == []
@@ -232,20 +224,21 @@ def test_a_bad_runtime_reply_falls_back_to_a_reload(tmp_path, haproxy_bin, fleet
         assert controller.metrics.reload_reasons.labels("runtime_fallback")._value.get() == 1
 
 
-def test_drift_is_found_and_corrected(tmp_path, haproxy_bin, fleet):
+def test_drift_is_found_and_corrected(tmp_path, haproxy_bin, backends):
     vip = loopback_ip()
     port = free_port(vip)
     settings = replace(SETTINGS, timing=replace(SETTINGS.timing, drift_check_interval_ms=200))
     with serving(tmp_path, haproxy_bin, settings) as (controller, source, supervisor):
         source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
-        source.put(web_slice(fleet[0], fleet[1]))
+        source.put(slice_of("web", backends[0], backends[1]))
         source.synced()
         wait_for(controller.ready.is_set, what="the first config")
         runtime = RuntimeAPI(str(tmp_path / "admin.sock"))
+        assert controller.applied_model is not None
         slot = next(
             s.name
             for s in controller.applied_model.backends[0].servers
-            if s.address == fleet[1].address
+            if s.address == backends[1].address
         )
         # Someone puts b1 in maintenance by hand (not checked through traffic: the drift check,
         # every 200 ms, may already have undone it).

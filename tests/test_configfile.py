@@ -182,13 +182,13 @@ def test_write_atomic_failure_leaves_the_destination_alone(tmp_path: Path) -> No
 # --- check (the real haproxy) -----------------------------------------------------------------
 
 
-def test_check_of_a_valid_config_returns_nothing(tmp_path: Path, haproxy_bin) -> None:
+def test_check_of_a_valid_config_returns_nothing(tmp_path: Path, haproxy_bin: str) -> None:
     path = tmp_path / "haproxy.cfg"
     path.write_text(valid_config(tmp_path))
     assert configfile.check(path, binary=haproxy_bin, timeout_s=30) == ""
 
 
-def test_check_returns_haproxy_warnings_of_a_valid_config(tmp_path: Path, haproxy_bin) -> None:
+def test_check_returns_haproxy_warnings_of_a_valid_config(tmp_path: Path, haproxy_bin: str) -> None:
     path = tmp_path / "haproxy.cfg"
     path.write_text(WARNS)
     output = configfile.check(path, binary=haproxy_bin, timeout_s=30)
@@ -196,7 +196,9 @@ def test_check_returns_haproxy_warnings_of_a_valid_config(tmp_path: Path, haprox
     assert "missing timeouts for backend 'web'" in output
 
 
-def test_check_of_an_invalid_config_raises_with_haproxy_output(tmp_path: Path, haproxy_bin) -> None:
+def test_check_of_an_invalid_config_raises_with_haproxy_output(
+    tmp_path: Path, haproxy_bin: str
+) -> None:
     path = tmp_path / "haproxy.cfg"
     path.write_text(INVALID)
     with pytest.raises(CheckError, match=r"haproxy -c rejected the config \(exit 1\)") as caught:
@@ -207,7 +209,7 @@ def test_check_of_an_invalid_config_raises_with_haproxy_output(tmp_path: Path, h
     assert caught.value.exit_code is ExitCode.CHECK
 
 
-def test_check_of_a_config_without_listener_raises(tmp_path: Path, haproxy_bin) -> None:
+def test_check_of_a_config_without_listener_raises(tmp_path: Path, haproxy_bin: str) -> None:
     # No error, but HAProxy would not start (exit 2): not a config to install.
     path = tmp_path / "haproxy.cfg"
     path.write_text("defaults\n    mode tcp\n")
@@ -265,7 +267,7 @@ def test_check_timeout_raises_check_error_with_partial_output(tmp_path: Path) ->
     assert caught.value.exit_code is ExitCode.CHECK
 
 
-def test_check_text_valid_and_invalid(tmp_path: Path, haproxy_bin) -> None:
+def test_check_text_valid_and_invalid(tmp_path: Path, haproxy_bin: str) -> None:
     assert configfile.check_text(valid_config(tmp_path), binary=haproxy_bin, timeout_s=30) == ""
     with pytest.raises(CheckError) as caught:
         configfile.check_text(INVALID, binary=haproxy_bin, timeout_s=30)
@@ -289,7 +291,7 @@ def test_writer_lands_the_newest_text_and_flush_waits_for_it(tmp_path: Path) -> 
 
 
 def test_a_staged_config_that_fails_the_check_is_kept_as_rejected(
-    tmp_path: Path, haproxy_bin
+    tmp_path: Path, haproxy_bin: str
 ) -> None:
     destination = tmp_path / "haproxy.cfg"
     destination.write_text("# the last good config\n")

@@ -6,19 +6,22 @@ applier records or fails on demand (the real appliers have their own tests)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from prometheus_client import generate_latest
 
 from kube2haproxy.appliers import ApplyReport, Config
 from kube2haproxy.appliers.recording import RecordingApplier
-from kube2haproxy.controller import Controller
+from kube2haproxy.controller import Controller, Socket
 from kube2haproxy.errors import CheckError, ConfigRefused, HAProxyUnavailable, RuntimeUpdateError
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.plan import Action, Plan
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import RenderPaths, RenderSettings, Settings, TimingSettings
-from tests.builders import ScriptedSource, backend_servers, endpoint_slice, run, service
+from testkit.builders import JSON, endpoint_slice, service
+from tests.pipeline import ScriptedSource, backend_servers, run
 
 FAST = Settings(timing=TimingSettings(debounce_ms=50, max_delay_ms=300, retry_interval_ms=200))
 RUNTIME = replace(
@@ -65,11 +68,12 @@ class BlockingHost:
         self.blocked = blocked
         self.tested: list[set[tuple[str, int]]] = []
 
-    def unbindable(self, wanted):
-        self.tested.append(set(wanted))
-        return {b: "Address already in use" for b in wanted if b in self.blocked}
+    def unbindable(self, wanted: Iterable[Socket]) -> dict[Socket, str]:
+        asked = set(wanted)
+        self.tested.append(asked)
+        return {b: "Address already in use" for b in asked if b in self.blocked}
 
-    def shared(self, listening):
+    def shared(self, listening: Mapping[Socket, Iterable[Socket]]) -> dict[Socket, str]:
         return {}
 
 
@@ -115,7 +119,8 @@ class Driven:
     def configs(self) -> list[str]:
         return [c.text for c in self.applier.configs]
 
-    def counter(self, metric, *labels: str) -> float:
+    def counter(self, metric: Any, *labels: str) -> float:
+        """A metric's value (prometheus_client keeps it in a private `_value`)."""
         found = metric.labels(*labels) if labels else metric
         return float(found._value.get())
 
@@ -282,10 +287,12 @@ def test_unchanged_services_are_not_translated_again():
         driven.source.put(service(f"s{i}", cluster_ips=[f"10.96.2.{i}"]))
     driven.source.synced()
     driven.settle()
+    assert driven.controller.applied_model is not None
     first = {b.name: b for b in driven.controller.applied_model.backends}
     driven.source.put(endpoint_slice("s3", endpoints=["10.1.0.9"]))
     driven.settle()
     assert len(driven.configs) == 2
+    assert driven.controller.applied_model is not None
     second = {b.name: b for b in driven.controller.applied_model.backends}
     same = [name for name in first if first[name] is second[name]]
     assert len(same) == 19 and "default_s3_http" not in same
@@ -440,14 +447,14 @@ def test_services_added_and_removed_at_runtime_are_what_a_whole_translation_give
     driven.source.synced()
     driven.settle()
 
-    def put(key: tuple[str, str], obj: dict) -> None:
+    def put(key: tuple[str, str], obj: JSON) -> None:
         objects[key] = obj
         driven.source.put(obj)
 
     def delete(key: tuple[str, str]) -> None:
         driven.source.delete(objects.pop(key))
 
-    steps = [
+    steps: list[Callable[[], None]] = [
         lambda: put(("Service", "a"), service("a", cluster_ips=["10.96.0.20"])),
         lambda: put(("slice", "a"), endpoint_slice("a", endpoints=["10.2.0.1"])),
         lambda: put(("Service", "b"), service("b", cluster_ips=["10.96.0.21"])),
@@ -464,5 +471,7 @@ def test_services_added_and_removed_at_runtime_are_what_a_whole_translation_give
         driven.settle(0.01)
         assert driven.controller.applied_model == run(*objects.values()).model
     assert driven.applier.reloads == 1  # the first config only: every step was at runtime
-    routes = driven.controller.deployed.routes[80]
-    assert routes["10.96.0.10"] == driven.controller.deployed.home("default_c_http")
+    deployed = driven.controller.deployed
+    assert deployed is not None
+    routes = deployed.routes[80]
+    assert routes["10.96.0.10"] == deployed.home("default_c_http")

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import requests
 
+from testkit.backends import Backend, free_port, get, loopback_ip, routes
 from tests.dataplane import DataplaneEmulator
-from tests.live import Backend, free_port, get, haproxy_config, loopback_ip, routes, wait_for
+from tests.live import haproxy_config, wait_for
 
 pytestmark = pytest.mark.haproxy
 

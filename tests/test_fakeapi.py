@@ -1,4 +1,4 @@
-"""Self-tests of tests/fakeapi.py: the fake API server speaks the list and watch wire protocol,
+"""Self-tests of testkit/fakeapi/: the fake API server speaks the list and watch wire protocol,
 checked from raw HTTP (sockets, http.client, urllib3) and from the official kubernetes client."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -18,8 +18,8 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from tests.builders import endpoint_slice, endpoints_v1, service
-from tests.fakeapi import FakeKubeAPI, RequestRecord, Selector
+from testkit.builders import endpoint_slice, endpoints_v1, service
+from testkit.fakeapi import FakeKubeAPI, RequestRecord, Selector
 from tests.live import wait_for
 
 JSON = dict[str, Any]
@@ -82,7 +82,7 @@ class Lines:
 
 
 def watch(
-    pool: urllib3.PoolManager, api: FakeKubeAPI, path: str, read: float = 5.0, **query: Any
+    pool: urllib3.PoolManager, api: FakeKubeAPI, path: str, *, read: float = 5.0, **query: Any
 ) -> Lines:
     query.setdefault("watch", "true")
     resp = pool.request(
@@ -160,10 +160,18 @@ def raw(api: FakeKubeAPI) -> Iterator[list[RawStream]]:
 
 def client_for(api: FakeKubeAPI, tmp_path: Path) -> kubernetes.client.ApiClient:
     cfg = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
         config_file=api.kubeconfig(tmp_path / "kubeconfig"), client_configuration=cfg
     )
     return kubernetes.client.ApiClient(cfg)
+
+
+def response_of(call: Callable[..., object], **kwargs: Any) -> urllib3.BaseHTTPResponse:
+    """A client method's HTTP response itself, as `_preload_content=False` returns it (the
+    client's annotations name only the deserialized model)."""
+    response = call(_preload_content=False, **kwargs)
+    assert isinstance(response, urllib3.BaseHTTPResponse), response
+    return response
 
 
 @pytest.fixture
@@ -537,7 +545,7 @@ def test_watch_from_zero_starts_with_the_current_state(
     ],
 )
 def test_watch_with_a_bad_query_is_a_bad_request(
-    api: FakeKubeAPI, pool: urllib3.PoolManager, query: dict[str, str]
+    api: FakeKubeAPI, pool: urllib3.PoolManager, query: dict[str, Any]
 ) -> None:
     resp = watch(pool, api, SERVICES, **query)
     assert resp.status == 400
@@ -758,9 +766,13 @@ def test_kubeconfig_is_loaded_by_the_client(api: FakeKubeAPI, tmp_path: Path) ->
     path = api.kubeconfig(tmp_path / "kubeconfig")
     assert path == str(tmp_path / "kubeconfig")
     cfg = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=path, client_configuration=cfg)
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=path, client_configuration=cfg
+    )
     assert cfg.host == api.url
-    contexts, active = kubernetes.config.list_kube_config_contexts(config_file=path)
+    contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+        config_file=path
+    )
     assert active["name"] == "fake" and [c["name"] for c in contexts] == ["fake"]
     with kubernetes.client.ApiClient(cfg) as client:
         kubernetes.client.CoreV1Api(client).list_namespaced_service("default")
@@ -779,9 +791,7 @@ def test_client_lists_services_page_by_page(
     token: str | None = None
     pages = 0
     while True:
-        resp = core.list_service_for_all_namespaces(
-            limit=2, _continue=token, _preload_content=False
-        )
+        resp = response_of(core.list_service_for_all_namespaces, limit=2, _continue=token)
         body = json.loads(resp.data)
         assert body["kind"] == "ServiceList"
         seen += names(body)
@@ -801,8 +811,9 @@ def test_client_lists_services_page_by_page(
     assert api.requests[1].query["continue"]
     # Preloaded, the client deserializes the list into its models.
     typed = core.list_namespaced_service("a")
-    assert [s.metadata.name for s in typed.items] == ["s1", "s2", "s9"]
-    assert typed.items[0].spec.ports[0].port == 80
+    assert [s.metadata.name for s in typed.items if s.metadata] == ["s1", "s2", "s9"]
+    spec = typed.items[0].spec
+    assert spec is not None and spec.ports is not None and spec.ports[0].port == 80
 
 
 def test_client_sees_expired_continue_and_injected_failures(
@@ -811,18 +822,18 @@ def test_client_sees_expired_continue_and_injected_failures(
     for name in ["a", "b", "c"]:
         api.put(svc(name))
     core = kubernetes.client.CoreV1Api(client)
-    first = json.loads(core.list_service_for_all_namespaces(limit=2, _preload_content=False).data)
+    first = json.loads(response_of(core.list_service_for_all_namespaces, limit=2).data)
     api.expire_continue_tokens()
     with pytest.raises(ApiException) as expired:
-        core.list_service_for_all_namespaces(
-            limit=2, _continue=first["metadata"]["continue"], _preload_content=False
+        response_of(
+            core.list_service_for_all_namespaces, limit=2, _continue=first["metadata"]["continue"]
         )
-    assert expired.value.status == 410
+    assert expired.value.status == 410 and expired.value.body is not None
     assert json.loads(expired.value.body)["reason"] == "Expired"
     api.fail_next("services", status=500)
     with pytest.raises(ApiException) as failed:
-        core.list_service_for_all_namespaces(_preload_content=False)
-    assert failed.value.status == 500
+        response_of(core.list_service_for_all_namespaces)
+    assert failed.value.status == 500 and failed.value.body is not None
     assert json.loads(failed.value.body)["kind"] == "Status"
 
 
@@ -833,12 +844,12 @@ def test_client_watch_streams_replay_live_and_bookmarks_then_ends(
     rv = api.put(svc("old"))
     rv_a = api.put(svc("a"))
     started = time.monotonic()
-    resp = core.list_service_for_all_namespaces(
+    resp = response_of(
+        core.list_service_for_all_namespaces,
         watch=True,
         resource_version=rv,
         allow_watch_bookmarks=True,
         timeout_seconds=2,
-        _preload_content=False,
         _request_timeout=(2, 5),
     )
     assert resp.status == 200
@@ -864,10 +875,10 @@ def test_client_watch_streams_replay_live_and_bookmarks_then_ends(
     assert got[2]["object"]["metadata"] == {"resourceVersion": rv_b}
     assert elapsed >= 1.9, elapsed  # ended by timeout_seconds (2 s), not before it
     # The client's own Watch helper deserializes the same events into its models.
-    w = kubernetes.watch.Watch()
+    w = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
     typed = [
         (e["type"], e["object"].metadata.name)
-        for e in w.stream(
+        for e in w.stream(  # type: ignore[no-untyped-call]
             core.list_service_for_all_namespaces, resource_version=rv, timeout_seconds=1
         )
         if e["type"] != "BOOKMARK"
@@ -882,8 +893,8 @@ def test_client_watch_gets_410_error_event_after_compaction(
     rv = api.put(svc("a"))
     api.put(svc("b"))
     api.compact()
-    resp = core.list_service_for_all_namespaces(
-        watch=True, resource_version=rv, timeout_seconds=5, _preload_content=False
+    resp = response_of(
+        core.list_service_for_all_namespaces, watch=True, resource_version=rv, timeout_seconds=5
     )
     got = [json.loads(line) for line in resp.stream()]
     assert len(got) == 1
@@ -895,10 +906,10 @@ def test_client_watch_read_timeout_on_hang(
     api: FakeKubeAPI, client: kubernetes.client.ApiClient
 ) -> None:
     core = kubernetes.client.CoreV1Api(client)
-    resp = core.list_service_for_all_namespaces(
+    resp = response_of(
+        core.list_service_for_all_namespaces,
         watch=True,
         resource_version=api.resource_version,
-        _preload_content=False,
         _request_timeout=(2, 0.5),
     )
     api.wait_for_watch("services")
@@ -916,8 +927,10 @@ def test_client_endpoint_slices_list_and_watch(
     api.put(endpoint_slice("web", "a", endpoints=["10.0.0.2"]))
     api.put(endpoint_slice("db", "a", endpoints=["10.0.0.3"]))
     page = json.loads(
-        discovery.list_endpoint_slice_for_all_namespaces(
-            limit=2, label_selector="kubernetes.io/service-name=web", _preload_content=False
+        response_of(
+            discovery.list_endpoint_slice_for_all_namespaces,
+            limit=2,
+            label_selector="kubernetes.io/service-name=web",
         ).data
     )
     assert (page["kind"], page["apiVersion"]) == ("EndpointSliceList", "discovery.k8s.io/v1")
@@ -925,13 +938,13 @@ def test_client_endpoint_slices_list_and_watch(
     assert "continue" not in page["metadata"]
     assert page["items"][0]["endpoints"][0]["addresses"] == ["10.0.0.2"]
     rv = page["metadata"]["resourceVersion"]
-    resp = discovery.list_endpoint_slice_for_all_namespaces(
+    resp = response_of(
+        discovery.list_endpoint_slice_for_all_namespaces,
         watch=True,
         resource_version=rv,
         label_selector="kubernetes.io/service-name=web",
         allow_watch_bookmarks=True,
         timeout_seconds=1,
-        _preload_content=False,
         _request_timeout=(2, 5),
     )
     api.wait_for_watch("endpointslices")
@@ -946,4 +959,4 @@ def test_client_endpoint_slices_list_and_watch(
     assert got[0]["object"]["metadata"]["resourceVersion"] == rv_web
     assert got[1]["object"]["kind"] == "EndpointSlice"
     typed = discovery.list_namespaced_endpoint_slice("a")
-    assert [s.metadata.name for s in typed.items] == ["db-abc12", "web-abc12"]
+    assert [s.metadata.name for s in typed.items if s.metadata] == ["db-abc12", "web-abc12"]

@@ -11,41 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
-import yaml
 
 from kube2haproxy.appliers.master import MasterCLI
-from tests.builders import endpoint_slice, service
-from tests.live import Backend, free_port, loopback_ip, responders, routes, wait_for
-from tests.test_run import controller, probe, supervised_args
-
-
-def quick_probe(port: int, path: str, *, timeout: float = 2.0) -> tuple[int, str]:
-    """A probe as a kubelet sends it: it gives up after `timeout` (0: no answer in time)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def write_cluster(path: Path, services: list[tuple[str, str, int]], backend: Backend) -> None:
-    """Services (name, VIP, port), each with the one backend as its endpoint."""
-    objects = []
-    for name, vip, port in services:
-        objects.append(service(name, "demo", cluster_ips=[vip], ports=[("http", port)]))
-        objects.append(
-            endpoint_slice(name, "demo", endpoints=[backend.ip], ports=[("http", backend.port)])
-        )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump_all(objects))
-    tmp.rename(path)
+from testkit.backends import Backend, free_port, loopback_ip, probe, responders, routes
+from tests.live import wait_for
+from tests.test_run import controller, supervised_args, write_cluster
 
 
 def run_once(*args: str) -> subprocess.CompletedProcess[str]:
@@ -88,12 +60,12 @@ def test_a_stalled_haproxy_is_waited_out_and_the_probes_answer_meanwhile(
             stalled = time.monotonic()
             answers = []
             while time.monotonic() - stalled < 7:  # the first apply times out meanwhile
-                answers.append(quick_probe(listen, "/healthz"))
-                answers.append(quick_probe(listen, "/readyz"))
+                answers.append(probe(listen, "/healthz", timeout=2))
+                answers.append(probe(listen, "/readyz", timeout=2))
                 time.sleep(0.3)
             # Within the grace a reload may take, a silent master is still alive and ready.
             assert set(answers) == {(200, "ok\n")}, answers
-            metrics = quick_probe(listen, "/metrics")[1]
+            metrics = probe(listen, "/metrics", timeout=2)[1]
             assert 'kube2haproxy_reloads_total{result="unavailable"}' in metrics
         finally:
             os.kill(master, signal.SIGCONT)

@@ -21,17 +21,8 @@ from kube2haproxy.appliers.master_cli import MasterCLIApplier
 from kube2haproxy.appliers.runtime import RuntimeAPI
 from kube2haproxy.appliers.supervisor import Supervisor, output_level
 from kube2haproxy.errors import CheckError, ConfigRefused, EnvironmentProblem, HAProxyUnavailable
-from tests.live import (
-    Backend,
-    applier_for,
-    capabilities_of,
-    free_port,
-    get,
-    load,
-    loopback_ip,
-    routes,
-    wait_for,
-)
+from testkit.backends import Backend, fleet, free_port, get, loopback_ip, routes
+from tests.live import applier_for, capabilities_of, load, wait_for
 from tests.live import haproxy_config as config
 
 SHOW_PROC = textwrap.dedent("""\
@@ -62,11 +53,9 @@ def test_parse_rejects_something_else():
 
 @pytest.fixture
 def world(tmp_path):
-    backends = [Backend("a"), Backend("b"), Backend("c")]
     vip = loopback_ip()
-    yield tmp_path, vip, free_port(vip), backends
-    for backend in backends:
-        backend.close()
+    with fleet("abc") as backends:
+        yield tmp_path, vip, free_port(vip), backends
 
 
 @pytest.fixture
@@ -262,6 +251,7 @@ def test_an_apply_during_a_pending_restart_starts_one_master_only(world, supervi
     applier = applier_for(sup, binary=haproxy_bin, reload_timeout_s=10)
     try:
         load(applier, config(tmp, vip, port, [a]))
+        assert sup.pid is not None
         os.kill(sup.pid, signal.SIGKILL)
         wait_for(lambda: not sup.running, what="the master gone")
         assert load(applier, config(tmp, vip, port, [b])).outcome == "started"

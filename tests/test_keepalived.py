@@ -20,8 +20,9 @@ from kube2haproxy import keepalived
 from kube2haproxy.errors import EnvironmentProblem, KeepalivedError
 from kube2haproxy.publish import Publisher
 from kube2haproxy.settings import PublishSettings
-from tests.builders import run, service
+from testkit.builders import service
 from tests.live import wait_for
+from tests.pipeline import run
 
 VIPS = ["10.200.0.9", "10.200.0.10", "10.96.0.1", "fd00:200::5", "fd00:200::1"]
 
@@ -350,7 +351,7 @@ class Host:
 
 
 @pytest.fixture
-def link(tmp_path) -> Iterator[tuple[Host, Host]]:
+def link(tmp_path: Path) -> Iterator[tuple[Host, Host]]:
     """Two network namespaces joined by a veth pair, 192.0.2.1/24 and 192.0.2.2/24 (root)."""
     if shutil.which("ip") is None:
         pytest.skip("iproute2's ip is not installed")

@@ -1,5 +1,5 @@
 """The kube source with the official client over real HTTP against a local server that speaks
-the API's list and watch protocol (tests/fakeapi.py): pagination, watch from the list's version,
+the API's list and watch protocol (testkit/fakeapi/): pagination, watch from the list's version,
 bookmarks, 410 Gone and relists with deletions, dropped and dead connections, API errors."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +17,10 @@ from kube2haproxy.events import Event
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.settings import KubeSettings
 from kube2haproxy.sources.kube import KubeSource, api_client
-from tests.builders import endpoint_slice, endpoints_v1, service
-from tests.fakeapi import FakeKubeAPI
+from testkit.builders import endpoint_slice, endpoints_v1, service
+from testkit.fakeapi import Failure, FakeKubeAPI, RequestRecord, ResourceType, Selector
+from testkit.fakeapi.handler import Handler
+from testkit.fakeapi.watch import Watch
 from tests.live import wait_for
 
 FAST = KubeSettings(page_size=2, watch_timeout_ms=2_000, backoff_max_ms=200)
@@ -31,7 +34,7 @@ def api() -> Iterator[FakeKubeAPI]:
 
 @contextmanager
 def watching(
-    api: FakeKubeAPI, tmp_path, settings: KubeSettings = FAST, *, read_grace_s: float = 1.0
+    api: FakeKubeAPI, tmp_path: Path, settings: KubeSettings = FAST, *, read_grace_s: float = 1.0
 ) -> Iterator[tuple[KubeSource, queue.SimpleQueue[Event], Metrics]]:
     config = replace(settings, kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"))
     metrics = Metrics()
@@ -49,7 +52,7 @@ def watching(
 def take(
     events: queue.SimpleQueue[Event], count: int, *, timeout: float = 10.0
 ) -> list[tuple[str, str, str]]:
-    got = []
+    got: list[tuple[str, str, str]] = []
     deadline = time.monotonic() + timeout
     while len(got) < count:
         remaining = deadline - time.monotonic()
@@ -72,7 +75,7 @@ def quiet(events: queue.SimpleQueue[Event], seconds: float = 0.5) -> list[Event]
             return extra
 
 
-def synced(events, count_objects: int) -> list[tuple[str, str, str]]:
+def synced(events: queue.SimpleQueue[Event], count_objects: int) -> list[tuple[str, str, str]]:
     got = take(events, count_objects + 2)
     assert sorted(e for e in got if e[0] == "SYNCED") == [
         ("SYNCED", "kube/endpointslices", ""),
@@ -204,7 +207,7 @@ class ExpiringAPI(FakeKubeAPI):
 
     expired = False
 
-    def _record(self, record) -> None:
+    def _record(self, record: RequestRecord) -> None:
         super()._record(record)
         if not self.expired and record.path == "/api/v1/services" and "continue" in record.query:
             self.expired = True
@@ -264,7 +267,7 @@ def test_endpoints_are_watched_only_when_asked(api, tmp_path):
         assert source.names == ("kube/services", "kube/endpointslices", "kube/endpoints")
 
 
-def _watches(api: FakeKubeAPI, resource: str) -> list:
+def _watches(api: FakeKubeAPI, resource: str) -> list[RequestRecord]:
     return [r for r in api.requests if r.resource == resource and r.watch]
 
 
@@ -274,12 +277,19 @@ class QuirkyAPI(FakeKubeAPI):
     empty_watches = False
     gone_watches = 0
 
-    def _open_watch(self, rt, namespace, selector, version, bookmarks, deadline, handler):
-        from tests.fakeapi import _Failure, status_body
-
+    def _open_watch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        selector: Selector,
+        version: str | None,
+        bookmarks: bool,
+        deadline: float | None,
+        handler: Handler,
+    ) -> Watch:
         if self.gone_watches and rt.resource == "services":
             self.gone_watches -= 1
-            raise _Failure(410, status_body(410, "too old resource version", "Expired"))
+            raise Failure(410, "too old resource version", "Expired")
         watch = super()._open_watch(rt, namespace, selector, version, bookmarks, deadline, handler)
         if self.empty_watches:
             watch.finish = True

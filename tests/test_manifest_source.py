@@ -9,10 +9,8 @@ import os
 import queue
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 from watchdog.events import (
     DirCreatedEvent,
     DirModifiedEvent,
@@ -29,15 +27,9 @@ from watchdog.events import (
 from kube2haproxy.events import Event
 from kube2haproxy.resources import Key, Kind
 from kube2haproxy.sources.manifests import ManifestSource, _Poke
-from tests.builders import endpoint_slice, service
+from testkit.builders import endpoint_slice, service, write_manifests
 from tests.live import wait_for
 from tests.test_manifests import alias_bomb
-
-
-def dump(path: Path, *objects: dict) -> None:
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(yaml.safe_dump_all(objects))
-    tmp.rename(path)  # as editors and kubectl do: atomically
 
 
 def drain(
@@ -61,8 +53,8 @@ def drain(
 def test_initial_state_edits_deletions_and_broken_files(tmp_path):
     web, api = tmp_path / "web.yaml", tmp_path / "sub" / "api.yaml"
     api.parent.mkdir()
-    dump(web, service("web"), endpoint_slice("web", endpoints=["10.1.0.1"]))
-    dump(api, service("api", cluster_ips=["10.96.0.11"]))
+    write_manifests(web, service("web"), endpoint_slice("web", endpoints=["10.1.0.1"]))
+    write_manifests(api, service("api", cluster_ips=["10.96.0.11"]))
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     source = ManifestSource([str(tmp_path)], debounce_s=0.05)
     source.start(events.put)
@@ -73,7 +65,7 @@ def test_initial_state_edits_deletions_and_broken_files(tmp_path):
             ("ADDED", "EndpointSlice", "default/web-abc12"),
             ("SYNCED", "", ""),
         ]
-        dump(web, service("web"), endpoint_slice("web", endpoints=["10.1.0.2"]))
+        write_manifests(web, service("web"), endpoint_slice("web", endpoints=["10.1.0.2"]))
         assert drain(events) == [("MODIFIED", "EndpointSlice", "default/web-abc12")]
 
         api.write_text("kind: Service\nmetadata: {name: api\n")  # half-saved, broken
@@ -96,7 +88,7 @@ def test_a_broken_file_at_start_is_skipped_until_it_parses(tmp_path):
     source.start(events.put)
     try:
         assert drain(events, until=1) == [("SYNCED", "", "")]
-        dump(path, service("web"))
+        write_manifests(path, service("web"))
         assert drain(events) == [("ADDED", "Service", "default/web")]
     finally:
         source.stop()
@@ -107,7 +99,7 @@ def test_reading_the_files_is_not_a_change(tmp_path):
     """watchdog reports files opened and closed unwritten; the source's own reads are such
     events, so counting them re-read every file forever."""
     path = tmp_path / "cluster.yaml"
-    dump(path, service("web"), endpoint_slice("web", endpoints=["10.1.0.1"]))
+    write_manifests(path, service("web"), endpoint_slice("web", endpoints=["10.1.0.1"]))
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     source = ManifestSource([str(tmp_path)], debounce_s=0.05, max_delay_s=0.5)
     source.start(events.put)
@@ -120,7 +112,7 @@ def test_reading_the_files_is_not_a_change(tmp_path):
         assert drain(events, wait=0.5, until=0) == []
         assert (source.parses, source.syncs) == (1, 1)
 
-        dump(path, service("web"), endpoint_slice("web", endpoints=["10.1.0.2"]))
+        write_manifests(path, service("web"), endpoint_slice("web", endpoints=["10.1.0.2"]))
         assert drain(events) == [("MODIFIED", "EndpointSlice", "default/web-abc12")]
         assert drain(events, wait=0.5, until=0) == []  # its own read of the edit is no edit
         assert (source.parses, source.syncs) == (2, 2)
@@ -135,7 +127,7 @@ def test_reading_the_files_is_not_a_change(tmp_path):
 
 def test_a_broken_file_is_reported_once_per_content(tmp_path, caplog):
     path = tmp_path / "cluster.yaml"
-    dump(path, service("web"))
+    write_manifests(path, service("web"))
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     source = ManifestSource([str(tmp_path)], debounce_s=0.05, max_delay_s=0.5)
     caplog.set_level(logging.WARNING, logger="kube2haproxy.sources.manifests")
@@ -165,7 +157,7 @@ def test_a_file_rewritten_without_pause_is_followed_within_the_maximum_delay(tmp
     """The debounce waits for a quiet moment, but never longer than max_delay_s: a file
     rewritten every 100 ms must not hold its changes back until the writes stop."""
     path = tmp_path / "cluster.yaml"
-    dump(path, service("web"), endpoint_slice("web", endpoints=["10.1.0.1"]))
+    write_manifests(path, service("web"), endpoint_slice("web", endpoints=["10.1.0.1"]))
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     source = ManifestSource([str(tmp_path)], debounce_s=0.2, max_delay_s=0.5)
     source.start(events.put)
@@ -174,7 +166,7 @@ def test_a_file_rewritten_without_pause_is_followed_within_the_maximum_delay(tmp
     def rewrite() -> None:
         n = 2
         while not stop.wait(0.1):  # shorter than the debounce: never quiet
-            dump(path, service("web"), endpoint_slice("web", endpoints=[f"10.1.0.{n}"]))
+            write_manifests(path, service("web"), endpoint_slice("web", endpoints=[f"10.1.0.{n}"]))
             n = n % 250 + 2
 
     writer = threading.Thread(target=rewrite, daemon=True)
@@ -193,7 +185,7 @@ def test_a_file_rewritten_without_pause_is_followed_within_the_maximum_delay(tmp
 
 def test_an_alias_bomb_among_the_files_is_refused_and_the_rest_served(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="kube2haproxy.sources.manifests")
-    dump(tmp_path / "web.yaml", service("web"))
+    write_manifests(tmp_path / "web.yaml", service("web"))
     (tmp_path / "bomb.yaml").write_text(alias_bomb())
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     source = ManifestSource([str(tmp_path)], debounce_s=0.05)

@@ -13,6 +13,7 @@ from kube2haproxy.errors import InputError
 from kube2haproxy.findings import Severity
 from kube2haproxy.resources import Key, Kind
 from kube2haproxy.sources import manifests
+from testkit.builders import service
 
 
 def write(path: Path, text: str) -> Path:
@@ -32,15 +33,6 @@ def service_yaml(name: str, namespace: str = "default", ip: str = "10.96.0.10") 
           ports: [{{port: 80, protocol: TCP}}]
         """
     )
-
-
-def service_dict(name: str, namespace: str = "default", ip: str = "10.96.0.10") -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"clusterIP": ip, "ports": [{"port": 80, "protocol": "TCP"}]},
-    }
 
 
 def keys(loaded: manifests.Manifests) -> set[tuple[Kind, Key]]:
@@ -172,13 +164,15 @@ def test_typed_list_of_an_old_api_version_is_ignored() -> None:
 
 def test_lists_nested_in_lists_are_flattened() -> None:
     inner = {"apiVersion": "v1", "kind": "ServiceList", "items": [{"metadata": {"name": "a"}}]}
-    outer = {"apiVersion": "v1", "kind": "List", "items": [inner, service_dict("b")]}
+    outer = {"apiVersion": "v1", "kind": "List", "items": [inner, service("b")]}
     loaded = manifests.load(["-"], stdin=io.StringIO(json.dumps(outer)))
     assert keys(loaded) == {svc("default", "a"), svc("default", "b")}
 
 
 def test_json_file(tmp_path: Path) -> None:
-    file = write(tmp_path / "svc.json", json.dumps(service_dict("web", "shop", "10.96.1.1")))
+    file = write(
+        tmp_path / "svc.json", json.dumps(service("web", "shop", cluster_ips=["10.96.1.1"]))
+    )
     loaded = manifests.load([str(file)])
     assert keys(loaded) == {svc("shop", "web")}
     assert loaded.objects[svc("shop", "web")]["spec"]["clusterIP"] == "10.96.1.1"
@@ -186,7 +180,7 @@ def test_json_file(tmp_path: Path) -> None:
 
 
 def test_json_on_stdin() -> None:
-    text = json.dumps({"apiVersion": "v1", "kind": "List", "items": [service_dict("web")]})
+    text = json.dumps({"apiVersion": "v1", "kind": "List", "items": [service("web")]})
     loaded = manifests.load(["-"], stdin=io.StringIO(text))
     assert keys(loaded) == {svc("default", "web")}
     assert loaded.origins[svc("default", "web")] == "<stdin>"
@@ -207,7 +201,9 @@ def test_yaml_on_stdin_with_files(tmp_path: Path) -> None:
 def test_read_file_accepts_a_byte_order_mark(tmp_path: Path) -> None:
     file = tmp_path / "bom.yaml"
     file.write_bytes(b"\xef\xbb\xbf" + service_yaml("web").encode())
-    assert manifests.read_file(file)[0]["metadata"] == {"name": "web", "namespace": "default"}
+    (document,) = manifests.read_file(file)
+    assert isinstance(document, dict)
+    assert document["metadata"] == {"name": "web", "namespace": "default"}
 
 
 def test_yaml_flow_mapping_in_a_yaml_file_is_not_taken_for_json() -> None:
@@ -255,7 +251,7 @@ def test_expand_file_is_itself_whatever_its_suffix(tmp_path: Path) -> None:
 def test_directory_is_read_in_sorted_order_so_the_last_file_wins(tmp_path: Path) -> None:
     write(tmp_path / "b.yaml", service_yaml("web", ip="10.96.0.2"))
     write(tmp_path / "a" / "x.yaml", service_yaml("web", ip="10.96.0.1"))
-    write(tmp_path / "c.json", json.dumps(service_dict("web", ip="10.96.0.3")))
+    write(tmp_path / "c.json", json.dumps(service("web", cluster_ips=["10.96.0.3"])))
     write(tmp_path / ".hidden" / "z.yaml", service_yaml("web", ip="10.96.0.9"))
     write(tmp_path / "zz.txt", service_yaml("web", ip="10.96.0.8"))
     loaded = manifests.load([str(tmp_path)])
@@ -448,7 +444,7 @@ def test_duplicate_in_one_file_warns_naming_both_places_and_later_wins(tmp_path:
 
 def test_duplicate_across_files_and_stdin_later_wins(tmp_path: Path) -> None:
     first = write(tmp_path / "one.yaml", service_yaml("web", ip="10.96.0.1"))
-    stdin = io.StringIO(json.dumps(service_dict("web", ip="10.96.0.2")))
+    stdin = io.StringIO(json.dumps(service("web", cluster_ips=["10.96.0.2"])))
     loaded = manifests.load([str(first), "-"], stdin=stdin)
     assert loaded.objects[svc("default", "web")]["spec"]["clusterIP"] == "10.96.0.2"
     [finding] = loaded.findings

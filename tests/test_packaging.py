@@ -34,7 +34,8 @@ def source_tree(tmp: Path) -> Path:
     tree.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tree / name)
-    for name in ("kube2haproxy", "templates"):
+    # testkit/ too: it sits beside the package in the checkout, and must stay out of the wheel.
+    for name in ("kube2haproxy", "templates", "testkit"):
         shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
     return tree
 
@@ -85,6 +86,7 @@ def test_the_wheel_ships_every_template_inside_the_package(built: Path) -> None:
         names = set(wheel.namelist())
     assert {f"kube2haproxy/templates/{name}" for name in TEMPLATES} <= names
     assert not any(name.startswith("templates/") for name in names)  # no top-level package
+    assert not any(name.startswith("testkit/") for name in names)  # what tests and bench share
 
 
 def test_a_wheel_install_renders_with_its_own_templates(built: Path, tmp_path: Path) -> None:

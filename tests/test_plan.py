@@ -4,6 +4,8 @@ the reasons an operator reads."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kube2haproxy.appliers.runtime import commands_of
@@ -11,13 +13,14 @@ from kube2haproxy.deployed import Abilities, Deployed, RuntimeOps, Transition, l
 from kube2haproxy.layouts import layout
 from kube2haproxy.model import Backend, Balance, Model, Server, ServerState, hostport
 from kube2haproxy.plan import Action, Reason, Scope, correct, diff, loaded_state, plan
-from tests.builders import endpoint_slice, run, service
+from testkit.builders import JSON, endpoint_slice, service
+from tests.pipeline import run
 
 PER_SERVICE = Scope(layout("per-service"))
 PER_PORT = Scope(layout("per-port"), spare_pool(2), Abilities(delete_servers=True))
 
 
-def model(*objects):
+def model(*objects: JSON) -> Model:
     return run(*objects).model
 
 
@@ -358,7 +361,7 @@ def test_a_scale_up_past_the_slots_adds_servers_at_runtime():
     assert decision.deployed.backends["default_api_http"] == after.backends[1]
 
 
-def _web(n: int, **extra):
+def _web(n: int, **extra: Any) -> list[JSON]:
     return [
         service("web", cluster_ips=["10.96.0.10"], **extra),
         endpoint_slice(endpoints=[f"10.1.0.{i}" for i in range(1, n + 1)]),
@@ -409,7 +412,7 @@ PORTED = [
 ]
 
 
-def new_service(name: str = "new", ip: str = "10.96.0.12", **extra):
+def new_service(name: str = "new", ip: str = "10.96.0.12", **extra: Any) -> list[JSON]:
     return [
         service(name, cluster_ips=[ip], **extra),
         endpoint_slice(name, endpoints=["10.3.0.1"]),

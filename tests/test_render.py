@@ -9,7 +9,8 @@ import pytest
 from kube2haproxy.errors import TemplateError
 from kube2haproxy.model import Model
 from kube2haproxy.render import BUNDLED, duration
-from tests.builders import backend_servers, endpoint_slice, render, run, service
+from testkit.builders import endpoint_slice, service
+from tests.pipeline import backend_servers, render, run
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,27 +23,9 @@ import yaml
 from kube2haproxy.appliers.master import MasterCLI
 from kube2haproxy.appliers.supervisor import Supervisor
 from kube2haproxy.errors import HAProxyUnavailable
-from tests.builders import endpoint_slice, service
-from tests.live import (
-    Backend,
-    free_port,
-    get,
-    haproxy_config,
-    loopback_ip,
-    responders,
-    serves,
-    wait_for,
-)
-
-
-def probe(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
+from testkit.backends import Backend, fleet, free_port, get, loopback_ip, probe, responders, serves
+from testkit.builders import JSON, service, slice_of, write_manifests
+from tests.live import haproxy_config, wait_for
 
 
 @contextmanager
@@ -97,25 +77,21 @@ def supervised_args(
     ]
 
 
-def manifests(path: Path, vip: str, port: int, *backends: Backend) -> None:
-    objects = [
-        service("web", "demo", cluster_ips=[vip], ports=[("http", port)]),
-        endpoint_slice(
-            "web", "demo", endpoints=[b.ip for b in backends], ports=[("http", backends[0].port)]
-        ),
-    ]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump_all(objects))
-    tmp.rename(path)
+def write_cluster(path: Path, services: list[tuple[str, str, int]], *backends: Backend) -> None:
+    """A manifest of Services in namespace demo, (name, VIP, port), served by the backends."""
+    objects: list[JSON] = []
+    for name, vip, port in services:
+        objects += [
+            service(name, "demo", cluster_ips=[vip], ports=[("http", port)]),
+            slice_of(name, *backends, namespace="demo"),
+        ]
+    write_manifests(path, *objects)
 
 
 @pytest.fixture
 def backends() -> Iterator[list[Backend]]:
-    port = free_port("127.0.0.1")
-    made = [Backend(name, port=port) for name in "abc"]
-    yield made
-    for backend in made:
-        backend.close()
+    with fleet("abc") as made:
+        yield made
 
 
 def test_supervised_with_manifests(tmp_path, haproxy_bin, backends):
@@ -124,7 +100,7 @@ def test_supervised_with_manifests(tmp_path, haproxy_bin, backends):
     port = free_port(vip)
     cluster = tmp_path / "cluster" / "web.yaml"
     cluster.parent.mkdir()
-    manifests(cluster, vip, port, a, b)
+    write_cluster(cluster, [("web", vip, port)], a, b)
     run_dir = tmp_path / "run"
     args = supervised_args(cluster.parent, run_dir, listen, haproxy_bin, "--log-format", "json")
     with controller(*args) as process:
@@ -134,7 +110,7 @@ def test_supervised_with_manifests(tmp_path, haproxy_bin, backends):
         assert oct((run_dir / "master.sock").stat().st_mode & 0o777) == "0o600"
         assert f"stats socket {run_dir}/admin.sock" in (run_dir / "haproxy.cfg").read_text()
 
-        manifests(cluster, vip, port, c)
+        write_cluster(cluster, [("web", vip, port)], c)
         wait_for(lambda: responders(vip, port, requests=10) == {"c"}, what="the edit")
         wait_for(
             lambda: 'runtime_updates_total{result="success"} 1.0' in probe(listen, "/metrics")[1],
@@ -182,7 +158,7 @@ def attached(tmp: Path, cfg: Path, haproxy_bin: str, listen: int) -> list[str]:
 
 
 @pytest.fixture
-def sidecar(tmp_path, haproxy_bin) -> Iterator[Supervisor]:
+def sidecar(tmp_path: Path, haproxy_bin: str) -> Iterator[Supervisor]:
     """An HAProxy started by someone else, as the sidecar container does."""
     sup = Supervisor(
         binary=haproxy_bin,
@@ -228,7 +204,7 @@ def test_attached_leaves_the_file_until_synced_and_haproxy_running_on_exit(
     assert process.returncode == 0
 
     cluster = tmp_path / "cluster.yaml"
-    manifests(cluster, vip, port, b)
+    write_cluster(cluster, [("web", vip, port)], b)
     with controller("--manifests", str(cluster), *common) as process:
         wait_for(lambda: probe(listen, "/readyz")[0] == 200, what="readiness")
         assert responders(vip, port) == {"b"}
@@ -279,7 +255,7 @@ def test_readiness_follows_the_attached_haproxy(tmp_path, haproxy_bin, backends,
     cfg.write_text(haproxy_config(tmp_path, vip, port, [a]))
     sidecar.start(ready_timeout_s=10)
     cluster = tmp_path / "cluster.yaml"
-    manifests(cluster, vip, port, a)
+    write_cluster(cluster, [("web", vip, port)], a)
     with controller(
         "--manifests", str(cluster), *attached(tmp_path, cfg, haproxy_bin, listen)
     ) as process:
@@ -332,7 +308,7 @@ def test_run_keeps_the_dns_files_up_to_date(tmp_path, haproxy_bin, backends):
     port = free_port("127.0.0.1")
     cluster = tmp_path / "cluster" / "web.yaml"
     cluster.parent.mkdir()
-    manifests(cluster, loopback_ip(), port, a)
+    write_cluster(cluster, [("web", loopback_ip(), port)], a)
     zone_file, hosts_file = tmp_path / "dns" / "cluster.local.zone", tmp_path / "dns" / "hosts"
     zone_file.parent.mkdir()
     with controller(
@@ -363,7 +339,7 @@ def test_run_keeps_the_dns_files_up_to_date(tmp_path, haproxy_bin, backends):
         assert ipaddress.ip_address(address) in ipaddress.ip_network(pool)
         assert responders(address, port, requests=5) == {"a"}  # DNS names what is served
         zone = dns.zone.from_text(zone_file.read_text(), origin="cluster.local")
-        first = zone.get_rdataset("@", "SOA")[0].serial
+        first = zone.find_rdataset("@", "SOA")[0].serial
 
         # A second service: both files follow, and the serial goes up.
         more = yaml.safe_dump(service("api", "demo", cluster_ips=[loopback_ip()]))
@@ -371,8 +347,8 @@ def test_run_keeps_the_dns_files_up_to_date(tmp_path, haproxy_bin, backends):
         wait_for(lambda: "api.demo.svc" in hosts_file.read_text(), timeout=20, what="api")
         wait_for(lambda: "api.demo.svc" in zone_file.read_text(), timeout=5, what="zone")
         zone = dns.zone.from_text(zone_file.read_text(), origin="cluster.local")
-        assert zone.get_rdataset("@", "SOA")[0].serial > first
-        assert zone.get_rdataset("web.demo.svc", "A")[0].to_text() == address  # never moves
+        assert zone.find_rdataset("@", "SOA")[0].serial > first
+        assert zone.find_rdataset("web.demo.svc", "A")[0].to_text() == address  # never moves
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output

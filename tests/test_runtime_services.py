@@ -18,8 +18,10 @@ from kube2haproxy.controller import Controller
 from kube2haproxy.errors import HAProxyUnavailable
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import RenderPaths, RenderSettings, Settings
-from tests.builders import ScriptedSource, endpoint_slice, run, service
-from tests.live import Backend, Traffic, free_port, loopback_ip, responders, routes, wait_for
+from testkit.backends import Backend, fleet, free_port, loopback_ip, responders, routes
+from testkit.builders import JSON, service, slice_of
+from tests.live import Traffic, wait_for
+from tests.pipeline import ScriptedSource, run
 from tests.test_churn import SETTINGS as CHURN
 from tests.test_serve import serving
 
@@ -31,18 +33,12 @@ SETTINGS: Settings = replace(
 
 @pytest.fixture
 def pods() -> Iterator[dict[str, Backend]]:
-    port = free_port("127.0.0.1")
-    made = {name: Backend(name, port=port) for name in ("web", "a", "b", "c", "d", "e")}
-    yield made
-    for backend in made.values():
-        backend.close()
+    with fleet(("web", "a", "b", "c", "d", "e")) as made:
+        yield {backend.name: backend for backend in made}
 
 
-def objects_for(name: str, vip: str, port: int, pod: Backend) -> list[dict]:
-    return [
-        service(name, cluster_ips=[vip], ports=[("http", port)]),
-        endpoint_slice(name, endpoints=[pod.ip], ports=[("http", pod.port)]),
-    ]
+def objects_for(name: str, vip: str, port: int, pod: Backend) -> list[JSON]:
+    return [service(name, cluster_ips=[vip], ports=[("http", port)]), slice_of(name, pod)]
 
 
 def reloads(supervisor: Supervisor) -> int | None:
@@ -70,6 +66,7 @@ def web_served(
 def test_new_and_deleted_services_change_routes_without_a_reload(tmp_path, haproxy_bin, pods):
     with web_served(tmp_path, haproxy_bin, pods) as (controller, source, supervisor, web, port):
         started = reloads(supervisor)
+        assert started is not None  # the first config is loaded: no reload under way
         vips: dict[str, str] = {}
         with Traffic(web, port) as traffic:
             wait_for(lambda: traffic.ok > 10, what="traffic")
@@ -77,10 +74,11 @@ def test_new_and_deleted_services_change_routes_without_a_reload(tmp_path, hapro
                 vips[name] = loopback_ip()
                 for obj in objects_for(name, vips[name], port, pods[name]):
                     source.put(obj)
-                wait_for(
-                    lambda name=name: routes(vips[name], port, requests=3) == {name},
-                    what=f"service {name} routed",
-                )
+
+                def routed(name: str = name) -> bool:
+                    return routes(vips[name], port, requests=3) == {name}
+
+                wait_for(routed, what=f"service {name} routed")
             assert reloads(supervisor) == started, "spares and map entries: no reload"
 
             # A deleted service stops routing at once: its address reaches nothing.
@@ -132,7 +130,11 @@ def test_a_restart_from_the_file_serves_what_ran(tmp_path, haproxy_bin, pods):
             cluster += added
             for obj in added:
                 source.put(obj)
-            wait_for(lambda vip=vip, name=name: routes(vip, port, requests=3) == {name})
+
+            def routed(vip: str = vip, name: str = name) -> bool:
+                return routes(vip, port, requests=3) == {name}
+
+            wait_for(routed)
         assert reloads(supervisor) == started
         controller._applier.close()  # the file is written in the background
         on_disk = (tmp_path / "haproxy.cfg").read_text()
@@ -168,13 +170,12 @@ def test_a_restart_from_the_file_serves_what_ran(tmp_path, haproxy_bin, pods):
 def test_a_service_a_spare_cannot_serve_waits_for_a_reload(tmp_path, haproxy_bin, pods):
     with web_served(tmp_path, haproxy_bin, pods) as (controller, source, supervisor, _, port):
         started = reloads(supervisor)
+        assert started is not None  # the first config is loaded: no reload under way
         vip = loopback_ip()
         source.put(
             service("sticky", cluster_ips=[vip], ports=[("http", port)], sessionAffinity="ClientIP")
         )
-        source.put(
-            endpoint_slice("sticky", endpoints=[pods["a"].ip], ports=[("http", pods["a"].port)])
-        )
+        source.put(slice_of("sticky", pods["a"]))
         wait_for(lambda: routes(vip, port, requests=3) == {"a"}, what="the sticky service")
         wait_for(lambda: reloads(supervisor) == started + 1, what="exactly one reload")
         reason = controller.metrics.reload_reasons.labels("service_settings")

@@ -95,7 +95,9 @@ def test_every_scenario_has_its_golden_files():
 def test_names_are_valid_on_every_version(name):
     """HAProxy 3.3 refuses a frontend and a backend of one name (3.1 and 3.2 warn about each)
     and two servers of one name in a backend: every golden config keeps them apart."""
-    frontends, backends, servers = set(), set(), {}
+    frontends: set[str] = set()
+    backends: set[str] = set()
+    servers: dict[str, list[str]] = {}
     section = None
     for line in (ROOT / name / "expected.cfg").read_text().splitlines():
         words = line.split()

@@ -22,16 +22,8 @@ from hypothesis import strategies as st
 from kube2haproxy import grammar
 from kube2haproxy.model import SourceRule
 from kube2haproxy.render import BUNDLED
-from tests.builders import (
-    backend_servers,
-    endpoint,
-    endpoint_slice,
-    endpoints_v1,
-    render,
-    run,
-    run_loaded,
-    service,
-)
+from testkit.builders import endpoint, endpoint_slice, endpoints_v1, service
+from tests.pipeline import backend_servers, render, run, run_loaded
 
 JSON = dict[str, Any]
 P = "kube2haproxy.io/"
@@ -199,6 +191,11 @@ def drop_legacy_address(objects: list[JSON], _: Any) -> None:
     objects[3]["subsets"][0]["addresses"].pop(0)
 
 
+def set_cluster_ip(objects: list[JSON], value: Any) -> None:
+    at(0, "spec", "clusterIPs")(objects, [value])
+    at(0, "spec", "clusterIP")(objects, value)
+
+
 def no_cluster_ip(objects: list[JSON], _: Any) -> None:
     objects[0]["spec"]["clusterIPs"] = []
     objects[0]["spec"]["clusterIP"] = ""
@@ -220,11 +217,7 @@ FIELDS: dict[str, tuple[Mutation, Mutation, Callable[[Any], Any] | None]] = {
     ),
     "spec.ports[0].name": (at(0, "spec", "ports", 0, "name"), drop_port, None),
     "spec.ports[0].protocol": (at(0, "spec", "ports", 0, "protocol"), drop_port, None),
-    "spec.clusterIP(s)": (
-        lambda o, v: (at(0, "spec", "clusterIPs")(o, [v]), at(0, "spec", "clusterIP")(o, v)),
-        no_cluster_ip,
-        None,
-    ),
+    "spec.clusterIP(s)": (set_cluster_ip, no_cluster_ip, None),
     "spec.externalIPs[0]": (at(0, "spec", "externalIPs", 0), at(0, "spec", "externalIPs"), None),
     "status.loadBalancer.ingress[0].ip": (
         at(0, "status", "loadBalancer", "ingress", 0, "ip"),

@@ -26,19 +26,11 @@ from kube2haproxy.settings import (
 )
 from kube2haproxy.sockets import LocalHost
 from kube2haproxy.sources.kube import KubeSource, api_client
-from tests.builders import ScriptedSource, endpoint, endpoint_slice, service
-from tests.fakeapi import FakeKubeAPI
-from tests.live import (
-    Backend,
-    Traffic,
-    free_port,
-    loopback_ip,
-    responders,
-    routes,
-    serves,
-    supervised,
-    wait_for,
-)
+from testkit.backends import Backend, fleet, free_port, loopback_ip, responders, routes, serves
+from testkit.builders import endpoint, endpoint_slice, service, slice_of
+from testkit.fakeapi import FakeKubeAPI
+from tests.live import Traffic, supervised, wait_for
+from tests.pipeline import ScriptedSource
 
 SETTINGS = Settings(
     translate=TranslateSettings(allow_loopback_endpoints=True),
@@ -75,21 +67,10 @@ def serving(
         supervisor.stop(grace_s=3)
 
 
-def slice_of(*backends: Backend, name: str = "web-a", ports=None) -> dict:
-    port = backends[0].port if backends else 8080
-    assert all(b.port == port for b in backends), "one port per slice"
-    return endpoint_slice(
-        "web", name=name, endpoints=[b.ip for b in backends], ports=ports or [("http", port)]
-    )
-
-
 @pytest.fixture
 def backends() -> Iterator[list[Backend]]:
-    port = free_port("127.0.0.1")
-    made = [Backend(name, port=port) for name in "abcdef"]
-    yield made
-    for backend in made:
-        backend.close()
+    with fleet("abcdef") as made:
+        yield made
 
 
 def test_reloads_drop_nothing_and_route_to_exactly_the_new_backends(
@@ -101,21 +82,20 @@ def test_reloads_drop_nothing_and_route_to_exactly_the_new_backends(
     web = service("web", cluster_ips=[vip], ports=[("http", port)])
     with serving(tmp_path, haproxy_bin) as (controller, source, supervisor):
         source.put(web)
-        source.put(slice_of(a, b))
+        source.put(slice_of("web", a, b))
         source.synced()
         wait_for(controller.ready.is_set, what="the first config")
         assert serves(vip, port, {"a", "b"}) == {"a", "b"}
 
         steps = [
-            ("endpoints replaced", [slice_of(c, d)], {"c", "d"}),
-            ("an endpoint added", [slice_of(c, d, e)], {"c", "d", "e"}),
-            ("a second slice", [slice_of(f, name="web-b")], {"c", "d", "e", "f"}),
+            ("endpoints replaced", [slice_of("web", c, d)], {"c", "d"}),
+            ("an endpoint added", [slice_of("web", c, d, e)], {"c", "d", "e"}),
+            ("a second slice", [slice_of("web", f, name="web-b")], {"c", "d", "e", "f"}),
             (
                 "not ready and terminating",
                 [
                     endpoint_slice(
                         "web",
-                        name="web-a",
                         ports=[("http", b.port)],
                         endpoints=[
                             endpoint(c.ip, ready=False, serving=True, terminating=True),
@@ -140,14 +120,17 @@ def test_reloads_drop_nothing_and_route_to_exactly_the_new_backends(
             ),
             (
                 "all endpoints rolled",
-                [slice_of(a, name="web-a"), slice_of(b, name="web-b")],
+                [slice_of("web", a), slice_of("web", b, name="web-b")],
                 {"a", "b"},
             ),
         ]
         with Traffic(vip, port) as traffic:
             wait_for(lambda: traffic.ok > 20, what="traffic flowing")
             for i, (label, objects, expected) in enumerate(steps):
-                reloads = controller.reloads
+
+                def reloaded(before: int = controller.reloads) -> bool:
+                    return controller.reloads > before
+
                 # Each step also changes a setting of the service: endpoint changes alone go
                 # through the runtime API (tests/test_churn.py); here every step reloads.
                 annotations = {"kube2haproxy.io/timeout-server": f"{30 + i}s"}
@@ -160,7 +143,7 @@ def test_reloads_drop_nothing_and_route_to_exactly_the_new_backends(
                 )
                 for obj in objects:
                     source.put(obj)
-                wait_for(lambda reloads=reloads: controller.reloads > reloads, what=label)
+                wait_for(reloaded, what=label)
                 assert serves(vip, port, expected) == expected, label
             served = traffic.ok
             wait_for(lambda: traffic.ok > served + 20, what="traffic after the last change")
@@ -190,7 +173,7 @@ def test_a_config_haproxy_refuses_keeps_the_last_good_one_serving(tmp_path, hapr
     port = free_port(vip)
     with serving(tmp_path, haproxy_bin, settings) as (controller, source, _):
         source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
-        source.put(slice_of(a))
+        source.put(slice_of("web", a))
         source.synced()
         wait_for(controller.ready.is_set, what="the first config")
         good = (tmp_path / "haproxy.cfg").read_text()
@@ -203,7 +186,7 @@ def test_a_config_haproxy_refuses_keeps_the_last_good_one_serving(tmp_path, hapr
                     annotations={"kube2haproxy.io/balance": "leastconn"},
                 )
             )
-            source.put(slice_of(b))
+            source.put(slice_of("web", b))
             # The metric is set last (after the failure count): wait for what is asserted.
             wait_for(
                 lambda: controller.metrics.validation_failed._value.get() == 1,
@@ -252,10 +235,10 @@ def test_a_service_created_at_the_api_is_served_through_cut_watches(
         try:
             wait_for(controller.ready.is_set, what="the first config")
             api.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
-            api.put(slice_of(a))
+            api.put(slice_of("web", a))
             wait_for(lambda: routes(vip, port) == {"a"}, what="the new service")
             api.drop_watches()
-            api.put(slice_of(b))
+            api.put(slice_of("web", b))
             wait_for(lambda: routes(vip, port) == {"b"}, what="a change after a cut watch")
             api.hang_watches()
             api.compact()
@@ -284,7 +267,7 @@ def test_an_address_this_host_cannot_listen_on_blocks_nothing(tmp_path, haproxy_
     settings = replace(SETTINGS, render=RenderSettings(bind_transparent=False))
     with serving(tmp_path, haproxy_bin, settings) as (controller, source, _):
         source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
-        source.put(slice_of(a))
+        source.put(slice_of("web", a))
         source.synced()
         wait_for(controller.ready.is_set, what="the first config")
         with Traffic(vip, port) as traffic:
@@ -300,7 +283,7 @@ def test_an_address_this_host_cannot_listen_on_blocks_nothing(tmp_path, haproxy_
             wait_for(lambda: controller.reloads == 2, what="the tenant's service")
             cfg = (tmp_path / "haproxy.cfg").read_text()
             assert f"bind {other}:{port}" in cfg and "192.0.2.1" not in cfg
-            source.put(slice_of(b))
+            source.put(slice_of("web", b))
             wait_for(lambda: responders(vip, port, requests=10) == {"b"}, what="a later change")
             source.put(
                 service(
@@ -310,7 +293,7 @@ def test_an_address_this_host_cannot_listen_on_blocks_nothing(tmp_path, haproxy_
                     annotations={"kube2haproxy.io/balance": "leastconn"},
                 )
             )
-            source.put(slice_of(c))
+            source.put(slice_of("web", c))
             wait_for(lambda: responders(vip, port, requests=10) == {"c"}, what="another one")
         assert traffic.failures == []
         assert controller.failures == 0

@@ -8,15 +8,8 @@ import pytest
 
 from kube2haproxy.findings import Severity, SkipReason
 from kube2haproxy.model import Balance, CheckKind, ProxyProtocol, SourceRule
-from tests.builders import (
-    endpoint,
-    endpoint_slice,
-    endpoints_v1,
-    fields_of,
-    run,
-    servers,
-    service,
-)
+from testkit.builders import endpoint, endpoint_slice, endpoints_v1, service
+from tests.pipeline import fields_of, run, servers
 
 WEB = "default_web_http"
 
@@ -674,7 +667,7 @@ def test_pruned_objects_translate_exactly_like_the_originals():
 
     from kube2haproxy.resources import prune
     from kube2haproxy.sources.manifests import load
-    from tests.builders import run_loaded
+    from tests.pipeline import run_loaded
 
     scenarios = Path(__file__).parent / "scenarios"
     cut = 0

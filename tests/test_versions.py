@@ -16,13 +16,8 @@ import pytest
 
 from kube2haproxy.appliers.master import MasterCLI, parse_processes
 from kube2haproxy.appliers.runtime import unexpected_reply
-from kube2haproxy.capabilities import (
-    UnsupportedVersion,
-    Version,
-    capabilities,
-    parse_version,
-)
-from kube2haproxy.errors import ConfigRefused, HAProxyUnavailable
+from kube2haproxy.capabilities import Version, capabilities, parse_version
+from kube2haproxy.errors import ConfigRefused, HAProxyUnavailable, UnsupportedVersion
 
 # `haproxy -vv`'s first line and the master CLI's `show version`, as each version printed them.
 VERSIONS = {

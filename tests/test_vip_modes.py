@@ -15,17 +15,9 @@ import pytest
 
 from kube2haproxy.settings import RenderSettings, Settings, TimingSettings, TranslateSettings
 from kube2haproxy.translate import addresses as vips
-from tests.builders import endpoint_slice, service
-from tests.live import (
-    Backend,
-    Traffic,
-    free_port,
-    get,
-    loopback_ip,
-    responders,
-    serves,
-    wait_for,
-)
+from testkit.backends import Backend, fleet, free_port, get, loopback_ip, responders, serves
+from testkit.builders import service, slice_of
+from tests.live import Traffic, wait_for
 from tests.test_serve import serving
 
 TIMING = TimingSettings(
@@ -67,21 +59,8 @@ def refused(ip: str, port: int) -> bool:
 
 @pytest.fixture
 def pods() -> Iterator[dict[str, Backend]]:
-    port = free_port("127.0.0.1")
-    made = {name: Backend(name, port=port) for name in ("web1", "web2", "api1", "guard1")}
-    yield made
-    for backend in made.values():
-        backend.close()
-
-
-def slice_for(name: str, *backends: Backend, ports: tuple[str, ...] = ("http",)) -> dict:
-    """The endpoints of a service; every named service port goes to the backends' port."""
-    return endpoint_slice(
-        name,
-        name=f"{name}-a",
-        endpoints=[b.ip for b in backends],
-        ports=[(p, backends[0].port) for p in ports],
-    )
+    with fleet(("web1", "web2", "api1", "guard1")) as made:
+        yield {backend.name: backend for backend in made}
 
 
 @pytest.mark.parametrize("layout", ["per-service", "per-port"])
@@ -91,9 +70,9 @@ def test_both_layouts_route_the_same(tmp_path, haproxy_bin, pods, layout):
     other = free_port("0.0.0.0")
     with serving(tmp_path, haproxy_bin, settings(layout)) as (controller, source, supervisor):
         source.put(service("web", cluster_ips=[web], ports=[("http", port)]))
-        source.put(slice_for("web", pods["web1"]))
+        source.put(slice_of("web", pods["web1"]))
         source.put(service("api", cluster_ips=[api], ports=[("http", port), ("alt", other)]))
-        source.put(slice_for("api", pods["api1"], ports=("http", "alt")))
+        source.put(slice_of("api", pods["api1"], ports=("http", "alt")))
         source.put(
             service(
                 "guarded",
@@ -102,7 +81,7 @@ def test_both_layouts_route_the_same(tmp_path, haproxy_bin, pods, layout):
                 annotations={"kube2haproxy.io/source-ranges": "10.0.0.0/8"},
             )
         )
-        source.put(slice_for("guarded", pods["guard1"]))
+        source.put(slice_of("guarded", pods["guard1"]))
         source.synced()
         wait_for(controller.ready.is_set, timeout=20, what="the first config")
 
@@ -124,7 +103,7 @@ def test_both_layouts_route_the_same(tmp_path, haproxy_bin, pods, layout):
         with Traffic(web, port) as traffic:
             wait_for(lambda: traffic.ok > 10, what="traffic")
             updates = controller.runtime_updates
-            source.put(slice_for("web", pods["web1"], pods["web2"]))
+            source.put(slice_of("web", pods["web1"], pods["web2"]))
             wait_for(lambda: controller.runtime_updates > updates, what="the new endpoint")
             wait_for(lambda: traffic.seen.get("web2", 0) > 3, what="traffic to the new endpoint")
         assert traffic.failures == []
@@ -134,7 +113,7 @@ def test_both_layouts_route_the_same(tmp_path, haproxy_bin, pods, layout):
         # backend and a map entry); per-service reloads (a socket for its VIP).
         late = loopback_ip()
         source.put(service("late", cluster_ips=[late], ports=[("http", port)]))
-        source.put(slice_for("late", pods["api1"]))
+        source.put(slice_of("late", pods["api1"]))
         wait_for(lambda: not refused(late, port), timeout=20, what="the late service")
         assert responders(late, port, requests=5) == {"api1"}
         assert serves(web, port, {"web1", "web2"}) == {"web1", "web2"}
@@ -169,7 +148,7 @@ def test_pool_mode_serves_pool_addresses_and_not_cluster_ips(tmp_path, haproxy_b
     configured = settings(vip_mode="pool", vip_cidr=str(pool))
     with serving(tmp_path, haproxy_bin, configured) as (controller, source, _):
         source.put(service("web", cluster_ips=[cluster_ip], ports=[("http", port)]))
-        source.put(slice_for("web", pods["web1"]))
+        source.put(slice_of("web", pods["web1"]))
         source.put(
             service(
                 "api",
@@ -178,7 +157,7 @@ def test_pool_mode_serves_pool_addresses_and_not_cluster_ips(tmp_path, haproxy_b
                 annotations={"kube2haproxy.io/vip": requested},
             )
         )
-        source.put(slice_for("api", pods["api1"]))
+        source.put(slice_of("api", pods["api1"]))
         source.synced()
         wait_for(controller.ready.is_set, timeout=20, what="the first config")
 
@@ -186,6 +165,7 @@ def test_pool_mode_serves_pool_addresses_and_not_cluster_ips(tmp_path, haproxy_b
         assert responders(address, port, requests=5) == {"web1"}
         assert responders(requested, port, requests=5) == {"api1"}
         assert refused(cluster_ip, port), "pool mode does not listen on cluster IPs"
+        assert controller.applied_model is not None
         entries = {e.name: e.primary for e in controller.applied_model.services}
         assert entries == {"web": (address,), "api": (requested,)}
 
@@ -202,10 +182,11 @@ def test_an_unbindable_wildcard_port_leaves_the_others_serving(tmp_path, haproxy
         with serving(tmp_path, haproxy_bin, settings("per-port")) as (controller, source, _):
             vip = loopback_ip()
             source.put(service("web", cluster_ips=[vip], ports=[("http", port), ("x", taken)]))
-            source.put(slice_for("web", pods["web1"], ports=("http", "x")))
+            source.put(slice_of("web", pods["web1"], ports=("http", "x")))
             source.synced()
             wait_for(controller.ready.is_set, timeout=20, what="the first config")
             assert responders(vip, port, requests=5) == {"web1"}
+            assert controller.applied_model is not None
             binds = {b.port for f in controller.applied_model.frontends for b in f.binds}
             assert binds == {port}
     finally:

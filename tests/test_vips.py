@@ -16,9 +16,10 @@ from kube2haproxy.render import Renderer
 from kube2haproxy.resources import Kind, key_of
 from kube2haproxy.settings import RenderSettings, TranslateSettings
 from kube2haproxy.store import Store
-from kube2haproxy.translate import TranslateCache, translate, vip_cidr_networks
+from kube2haproxy.translate import TranslateCache, Translation, translate, vip_cidr_networks
 from kube2haproxy.translate import addresses as vips
-from tests.builders import endpoint_slice, run, service
+from testkit.builders import endpoint_slice, service
+from tests.pipeline import run
 
 V4 = ipaddress.ip_network("10.200.0.0/16")
 V6 = ipaddress.ip_network("fd00:200::/64")
@@ -33,7 +34,7 @@ def claim(i: int, *, requested: tuple[str, ...] = ()) -> vips.AddressClaim:
     )
 
 
-def bound(translation, name: str, namespace: str = "default") -> set[str]:
+def bound(translation: Translation, name: str, namespace: str = "default") -> set[str]:
     return {
         b.ip
         for f in translation.model.frontends

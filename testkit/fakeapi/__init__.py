@@ -104,11 +104,14 @@ from __future__ import annotations
 from .api import FakeKubeAPI
 from .labels import Selector
 from .resources import RESOURCES, ResourceType
-from .wire import Failure, RequestRecord
-from .wire import status_body as status_body
+from .wire import Failure, RequestRecord, status_body
 
-__all__ = ["RESOURCES", "FakeKubeAPI", "RequestRecord", "ResourceType", "Selector"]
-
-# Private names of the single-module version that tests still import (test_kube's QuirkyAPI
-# raises a Failure from its _open_watch override).
-_Failure = Failure
+__all__ = [
+    "RESOURCES",
+    "Failure",
+    "FakeKubeAPI",
+    "RequestRecord",
+    "ResourceType",
+    "Selector",
+    "status_body",
+]

@@ -1,0 +1,5 @@
+"""What the tests and the benchmarks share, beside the package and never shipped with it:
+Kubernetes objects as plain dicts (`builders`), real HTTP backends on loopback addresses and the
+clients that ask who answers (`backends`), and a local Kubernetes API server speaking the list
+and watch protocol (`fakeapi`). It may import kube2haproxy; kube2haproxy never imports it, and
+it imports nothing from tests/ (pyproject.toml, [tool.importlinter])."""
