@@ -148,7 +148,7 @@ def main() -> None:
         "--frontend-layout",
         "per-port",
         "--spare-backends",
-        str(max(args.spare_backends, args.burst)),
+        str(max(args.spare_backends, args.new + args.burst)),
         haproxy_bin=args.haproxy_bin,
         timeout=900,
     ) as (api, workdir, _, _, ready):

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kube2haproxy import gc_tuning
@@ -68,6 +68,20 @@ class Host(Protocol):
     def shared(self, listening: Mapping[Socket, Iterable[Socket]]) -> dict[Socket, str]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Observed:
+    """A drift check's outcome, from beside the loop: what it compared against, and the
+    correction (None: nothing to observe), or the error it met."""
+
+    deployed: Deployed
+    correction: Plan | None
+    error: Exception | None = None
+
+
+def _in_a_thread(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="drift-check", daemon=True).start()
+
+
 class Controller:
     def __init__(
         self,
@@ -80,7 +94,10 @@ class Controller:
         host: Host | None = None,
         clock: Callable[[], float] = time.monotonic,
         publish: Callable[[Model], None] | None = None,
+        background: Callable[[Callable[[], None]], None] = _in_a_thread,
     ) -> None:
+        """`background` runs what must not hold the loop (reading HAProxy for a drift check);
+        tests run it inline."""
         self._settings = settings
         self._publish = publish  # DNS records and VRRP config, after every reload
         self._sources = sources
@@ -98,7 +115,9 @@ class Controller:
             retry_s=timing.retry_interval_ms / 1000,
             drift_s=timing.drift_check_interval_ms / 1000,
         )
-        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Event | _Observed | None] = queue.SimpleQueue()
+        self._background = background
+        self._observing = False  # a drift check reads HAProxy beside the loop
         self._store = Store()
         self._cache = TranslateCache()
         self._synced = {name: False for source in sources for name in source.names}
@@ -167,7 +186,10 @@ class Controller:
     def synced(self) -> bool:
         return all(self._synced.values())
 
-    def _handle(self, event: Event) -> None:
+    def _handle(self, event: Event | _Observed) -> None:
+        if isinstance(event, _Observed):
+            self._observed(event)
+            return
         if event.type is EventType.SYNCED:
             if not self._synced.get(event.source, True):
                 self._synced[event.source] = True
@@ -479,23 +501,51 @@ class Controller:
         )
 
     def check_drift(self) -> None:
-        """Compare the server lines HAProxy runs with the applied model; correct differences
-        through the runtime API, or a reload when a line is missing. Never raises."""
+        """Compare the server lines HAProxy runs with what should run; correct differences
+        through the runtime API, or a reload when a line is missing. Reading and comparing
+        them (seconds at 10,000 services) happens beside the loop, which goes on applying
+        changes; the correction is applied by the loop, unless something was applied
+        meanwhile (then the next check looks again). Never raises."""
         self.schedule.drift_after(self._clock())
         deployed = self.deployed
-        if deployed is None:
+        if deployed is None or self._observing:
             return
         try:
             self._check_shared(deployed.model)
+        except Exception as exc:
+            self._failed(exc, pending=0)
+            return
+        self._observing = True
+        scope = self._scope()
+        self._background(lambda: self._observe(deployed, scope))
+
+    def _observe(self, deployed: Deployed, scope: planner.Scope) -> None:
+        """Beside the loop: what HAProxy runs, compared with `deployed`; the loop gets it."""
+        try:
             running = self._applier.observe()
-            if running is None:
-                return
-            self.metrics.drift_checks.inc()
-            correction = planner.correct(deployed, running.servers, self._scope())
-            if correction.action is Action.NONE:
-                return
-            log.warning("%s; correcting", correction.details[0])
-            self.metrics.drift_corrections.labels(correction.action.value).inc()
+            correction = (
+                None if running is None else planner.correct(deployed, running.servers, scope)
+            )
+            self._queue.put(_Observed(deployed, correction))
+        except Exception as exc:
+            self._queue.put(_Observed(deployed, None, exc))
+
+    def _observed(self, result: _Observed) -> None:
+        self._observing = False
+        if result.deployed is not self.deployed:
+            return  # applied meanwhile: what was read may be older than what runs now
+        if result.error is not None:
+            self._failed(result.error, pending=0)
+            return
+        correction = result.correction
+        if correction is None:
+            return
+        self.metrics.drift_checks.inc()
+        if correction.action is Action.NONE:
+            return
+        log.warning("%s; correcting", correction.details[0])
+        self.metrics.drift_corrections.labels(correction.action.value).inc()
+        try:
             self._execute(correction)
         except Exception as exc:
             self._failed(exc, pending=0)

@@ -12,12 +12,13 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from kube2haproxy.appliers import ApplyReport, Config
+from kube2haproxy.appliers import ApplyReport, Config, Running
 from kube2haproxy.appliers.recording import RecordingApplier
 from kube2haproxy.controller import Controller, Socket
 from kube2haproxy.errors import CheckError, ConfigRefused, HAProxyUnavailable, RuntimeUpdateError
 from kube2haproxy.metrics import Metrics
-from kube2haproxy.plan import Action, Plan
+from kube2haproxy.model import ServerState
+from kube2haproxy.plan import Action, Plan, Reason
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import RenderPaths, RenderSettings, Settings, TimingSettings
 from testkit.builders import JSON, endpoint_slice, service
@@ -87,6 +88,7 @@ class Driven:
         applier: RecordingApplier | None = None,
         host: BlockingHost | None = None,
         sources: tuple[ScriptedSource, ...] | None = None,
+        background: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.clock = Clock()
         self.applier = applier or RecordingApplier()
@@ -100,6 +102,7 @@ class Driven:
             metrics=Metrics(),
             host=host,
             clock=self.clock,
+            background=background or (lambda work: work()),  # drift checks read inline
         )
         self.controller.start_sources()
 
@@ -475,3 +478,39 @@ def test_services_added_and_removed_at_runtime_are_what_a_whole_translation_give
     assert deployed is not None
     routes = deployed.routes[80]
     assert routes["10.96.0.10"] == deployed.home("default_c_http")
+
+
+class DriftingApplier(RecordingApplier):
+    """Reports every line of what it was last given, but the first endpoint in maintenance
+    (someone put it there by hand)."""
+
+    def observe(self) -> Running | None:
+        deployed = self.plans[-1].deployed
+        lines = {(name, s.name): s for name, b in deployed.backends.items() for s in b.servers}
+        key = next(k for k, s in sorted(lines.items()) if not s.parked)
+        lines[key] = lines[key]._replace(state=ServerState.PARKED)
+        return Running(lines)
+
+
+def test_a_drift_check_reads_beside_the_loop_and_what_is_applied_meanwhile_wins():
+    """Reading what HAProxy runs takes seconds at 10,000 services: it happens beside the loop,
+    which goes on applying changes; a reading older than the last apply is dropped, and the
+    next check compares again."""
+    deferred: list[Callable[[], None]] = []
+    driven = Driven(RUNTIME, applier=DriftingApplier(), background=deferred.append)
+    driven.start_with_one_service()
+    assert len(deferred) == 1  # the check right after the first reload, not run yet
+    driven.source.put(endpoint_slice(endpoints=["10.1.0.2"]))
+    driven.settle(0.01)
+    assert len(driven.applier.runtime_updates) == 1  # the loop was not held
+    deferred.pop()()  # the reading comes back, older than what runs now
+    driven.settle(0.01)
+    corrections = driven.controller.metrics.drift_corrections.labels("runtime")
+    assert corrections._value.get() == 0
+    assert len(driven.applier.runtime_updates) == 1
+    driven.controller.check_drift()  # the next check, on what runs now
+    deferred.pop()()
+    driven.settle(0.01)
+    assert corrections._value.get() == 1
+    fixed = driven.applier.runtime_updates[-1]
+    assert fixed.reasons == (Reason.DRIFT,) and len(fixed.ops.slots) == 1

@@ -241,27 +241,40 @@ class ServerStatus:
 
 
 def parse_servers_state(text: str) -> dict[tuple[str, str], ServerStatus]:
-    """(backend, server) -> status, from `show servers state` (format version 1)."""
+    """(backend, server) -> status, from `show servers state` (format version 1). Hundreds of
+    thousands of lines at 10,000 services: the columns are found once per header."""
     lines = text.splitlines()
     if not lines or lines[0].strip() != "1":
         raise HAProxyUnavailable(f"unexpected 'show servers state' format: {text[:200]!r}")
-    header: list[str] = []
     out: dict[tuple[str, str], ServerStatus] = {}
+    columns: tuple[int, ...] | None = None
     for line in lines[1:]:
         if line.startswith("#"):
             header = line.lstrip("# ").split()
+            try:
+                columns = tuple(header.index(name) for name in _COLUMNS)
+            except ValueError as exc:
+                raise HAProxyUnavailable(f"'show servers state' lacks a column: {exc}") from exc
             continue
         if not line.strip():
             continue
-        fields = dict(zip(header, line.split(), strict=False))
+        if columns is None:
+            raise HAProxyUnavailable(f"'show servers state' line before its header: {line!r}")
+        fields = line.split()
         try:
-            out[(fields["be_name"], fields["srv_name"])] = ServerStatus(
-                addr=fields["srv_addr"],
-                port=int(fields["srv_port"]),
-                op_state=int(fields["srv_op_state"]),
-                admin=int(fields["srv_admin_state"]),
-                weight=int(fields["srv_uweight"]),
-            )
-        except (KeyError, ValueError) as exc:
+            be, srv, addr, port, op, admin, weight = (fields[i] for i in columns)
+            out[(be, srv)] = ServerStatus(addr, int(port), int(op), int(admin), int(weight))
+        except (IndexError, ValueError) as exc:
             raise HAProxyUnavailable(f"cannot read 'show servers state' line {line!r}") from exc
     return out
+
+
+_COLUMNS = (
+    "be_name",
+    "srv_name",
+    "srv_addr",
+    "srv_port",
+    "srv_op_state",
+    "srv_admin_state",
+    "srv_uweight",
+)
