@@ -33,12 +33,13 @@ from kube2haproxy.errors import (
 )
 from kube2haproxy.events import Event, EventType, Source
 from kube2haproxy.findings import Finding, Severity, SkipReason
+from kube2haproxy.grammar import epoch_seconds
 from kube2haproxy.layouts import layout
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.model import Backend, Model, hostport
 from kube2haproxy.plan import Action, Plan
 from kube2haproxy.render import Renderer
-from kube2haproxy.resources import Key, Kind
+from kube2haproxy.resources import JSON, Key, Kind
 from kube2haproxy.schedule import Due, Schedule
 from kube2haproxy.settings import Settings
 from kube2haproxy.store import Store
@@ -56,6 +57,7 @@ from kube2haproxy.unbindable import Unbindable
 
 log = logging.getLogger(__name__)
 
+TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 HEARTBEAT_S = 5.0  # the loop turns at least this often, even with nothing to do
 Socket = tuple[str, int]
 
@@ -118,6 +120,8 @@ class Controller:
         self._queue: queue.SimpleQueue[Event | _Observed | None] = queue.SimpleQueue()
         self._background = background
         self._observing = False  # a drift check reads HAProxy beside the loop
+        self._triggers: list[float] = []  # last-change-trigger-times of pending slice changes
+        self._sync_started: float | None = None  # when the change being applied was picked up
         self._store = Store()
         self._cache = TranslateCache()
         self._synced = {name: False for source in sources for name in source.names}
@@ -197,12 +201,32 @@ class Controller:
                 log.info("source %s synced (%d objects stored)", event.source, len(self._store))
                 self.schedule.changed(self._clock())
             return
+        if event.kind in (Kind.ENDPOINT_SLICE, Kind.ENDPOINTS) and event.obj is not None:
+            self._trigger_time(event.obj)
         affected = self._store.record(event)
         if affected:
             self._dirty |= affected
             self._pending += 1
             self.metrics.pending_changes.set(self._pending)
             self.schedule.changed(self._clock())
+
+    def _trigger_time(self, obj: JSON) -> None:
+        """Keep when the endpoints controller says the change behind an EndpointSlice happened,
+        for the network programming latency (kube-proxy's definition)."""
+        metadata = obj.get("metadata")
+        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        if isinstance(annotations, dict):
+            when = epoch_seconds(annotations.get(TRIGGER_TIME))
+            if when is not None:
+                self._triggers.append(when)
+
+    def _programmed(self) -> None:
+        """The pending changes are served: observe how long each took since it happened."""
+        if self._triggers:
+            now = self.metrics.clock()
+            for when in self._triggers:
+                self.metrics.network_programming_seconds.observe(max(0.0, now - when))
+            self._triggers.clear()
 
     def stalled(self, limit_s: float) -> bool:
         """The loop has not turned for `limit_s` (an apply may take long: check + reload)."""
@@ -228,6 +252,7 @@ class Controller:
         waits (for the reload debounce) unless `reload_allowed`. Never raises."""
         retrying = self.schedule.retrying
         pending = self._pending
+        self._sync_started = time.perf_counter()
         try:
             with gc_tuning.paused():
                 # Not while a reload waits: the changes it waits for are in the translate cache
@@ -245,6 +270,7 @@ class Controller:
             self._consumed()
             self.schedule.attempting()
             self._execute(decision)
+            self._programmed()
             if fast is None:
                 # A full apply leaves a million long-lived objects; a cyclic collection over
                 # them costs ~1 s at 10,000 services, which the next endpoint change would wait
@@ -444,6 +470,13 @@ class Controller:
         """Record what HAProxy runs now, in the model, the metrics and the log."""
         before = self.applied_model
         self.deployed = decision.deployed
+        if self._sync_started is not None and decision.action is not Action.NONE:
+            took = time.perf_counter() - self._sync_started
+            full = decision.action is Action.RELOAD
+            (self.metrics.sync_full_seconds if full else self.metrics.sync_partial_seconds).observe(
+                took
+            )
+        self._sync_started = None
         self.schedule.succeeded()
         self.metrics.confirmed()
         self.ready.set()

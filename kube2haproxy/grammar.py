@@ -14,6 +14,7 @@ in use (1.29 to 1.37), so a real cluster's objects are never turned away. Our ow
 
 from __future__ import annotations
 
+import calendar
 import functools
 import ipaddress
 import re
@@ -263,6 +264,20 @@ def http_path(value: object) -> str:
     if isinstance(value, str) and _HTTP_PATH.fullmatch(value):
         return value
     raise GrammarError("expected an absolute path of URI characters, such as /healthz")
+
+
+def epoch_seconds(value: object) -> float | None:
+    """A metav1.Time, or the RFC 3339 time the endpoints controller writes in
+    `endpoints.kubernetes.io/last-change-trigger-time` (UTC, "Z", fractions up to
+    nanoseconds), as seconds since the epoch; None for anything else."""
+    if not (isinstance(value, str) and _TIMESTAMP.fullmatch(value)):
+        return None
+    month, day, hour, minute, second = (int(value[i : i + 2]) for i in (5, 8, 11, 14, 17))
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+        return None
+    whole = calendar.timegm((int(value[0:4]), month, day, hour, minute, second, 0, 0, 0))
+    fraction = value[19:-1]
+    return whole + (float(fraction) if fraction else 0.0)
 
 
 def timestamp(value: object) -> str | None:

@@ -14,6 +14,17 @@ from kube2haproxy.findings import SkipReason
 
 # From 1 ms (a cached translate) to 2 minutes (a reload at 50,000 services).
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# kube-proxy's (pkg/proxy/metrics): 0, 0.25 s, 0.5 s, every second to 59 s, every 5 s to
+# 115 s, every 30 s to 5 minutes; and for syncs, 1 ms doubling 15 times.
+NETWORK_PROGRAMMING_BUCKETS = (
+    0.0,
+    0.25,
+    0.5,
+    *range(1, 60),
+    *range(60, 120, 5),
+    *range(120, 301, 30),
+)
+SYNC_BUCKETS = tuple(0.001 * 2**i for i in range(15))
 
 
 class Metrics:
@@ -49,6 +60,31 @@ class Metrics:
             "kube2haproxy_reload_duration_seconds",
             "Time from the reload command to the new worker confirmed (or HAProxy started).",
         )
+        # What kube-proxy's metrics of the same names measure, with its buckets: dashboards and
+        # SLOs written for kube-proxy read these the same way.
+        self.network_programming_seconds = Histogram(
+            "kube2haproxy_network_programming_duration_seconds",
+            "In-cluster network programming latency: from an EndpointSlice's "
+            "endpoints.kubernetes.io/last-change-trigger-time to HAProxy serving the change "
+            "(kube-proxy's network_programming_duration_seconds; one observation per slice "
+            "change carrying the annotation).",
+            buckets=NETWORK_PROGRAMMING_BUCKETS,
+            registry=r,
+        )
+        self.sync_full_seconds = Histogram(
+            "kube2haproxy_sync_full_proxy_rules_duration_seconds",
+            "A change applied with a reload, from the start of its translation to the new "
+            "worker confirmed (kube-proxy's sync_full_proxy_rules_duration_seconds).",
+            buckets=SYNC_BUCKETS,
+            registry=r,
+        )
+        self.sync_partial_seconds = Histogram(
+            "kube2haproxy_sync_partial_proxy_rules_duration_seconds",
+            "A change applied through the runtime API, from the start of its translation to "
+            "the last command answered (kube-proxy's sync_partial_proxy_rules_duration_seconds).",
+            buckets=SYNC_BUCKETS,
+            registry=r,
+        )
         self.pending_changes = Gauge(
             "kube2haproxy_pending_changes",
             "Object changes received and not applied yet.",
@@ -60,6 +96,7 @@ class Metrics:
             registry=r,
         )
         self._clock = clock
+        self.clock = clock  # wall time: trigger times come from the API server's clock
         self._last_success_at: float | None = None
         since = Gauge(
             "kube2haproxy_seconds_since_last_apply_success",
@@ -95,9 +132,10 @@ class Metrics:
         )
         self.reload_reasons = Counter(
             "kube2haproxy_reload_reasons",
-            "Why successful reloads were needed: initial, "
-            "services, frontends, backends, slots (a slot count changed), globals, "
-            "runtime_fallback (a runtime update went wrong), drift, endpoints.",
+            "Why successful reloads were needed: initial, globals, services, ports (a new "
+            "listening socket), frontends, backends, service_settings (a new service a spare "
+            "cannot serve), spares (none left), slots (static-rr), runtime_fallback (a runtime "
+            "update went wrong), drift, retry.",
             ["reason"],
             registry=r,
         )
@@ -110,8 +148,8 @@ class Metrics:
         )
         self.runtime_changes = Counter(
             "kube2haproxy_runtime_changes",
-            "Server slots changed through the runtime API (an endpoint in, out, moved or "
-            "draining), by updates and drift corrections.",
+            "Changes made through the runtime API (server lines added or deleted, slots "
+            "filled, moved, drained or parked, map entries), by updates and drift corrections.",
             registry=r,
         )
         self.runtime_seconds = durations(

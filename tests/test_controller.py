@@ -6,6 +6,8 @@ applier records or fails on demand (the real appliers have their own tests)."""
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -78,6 +80,9 @@ class BlockingHost:
         return {}
 
 
+WALL = 1_796_000_000.0  # the wall clock is the test's clock plus this (2026-11-30)
+
+
 class Driven:
     """A controller driven by hand: a scripted source, an applier, the test's clock."""
 
@@ -99,7 +104,7 @@ class Driven:
             sources=self.sources,
             applier=self.applier,
             renderer=Renderer(settings.render, RenderPaths(runtime_socket="/run/k2h/admin.sock")),
-            metrics=Metrics(),
+            metrics=Metrics(clock=lambda: WALL + self.clock.now),
             host=host,
             clock=self.clock,
             background=background or (lambda work: work()),  # drift checks read inline
@@ -514,3 +519,42 @@ def test_a_drift_check_reads_beside_the_loop_and_what_is_applied_meanwhile_wins(
     assert corrections._value.get() == 1
     fixed = driven.applier.runtime_updates[-1]
     assert fixed.reasons == (Reason.DRIFT,) and len(fixed.ops.slots) == 1
+
+
+def triggered(endpoints: list[str], at: float) -> JSON:
+    """default/web's slice, as the endpoints controller writes it after a change at `at`."""
+    obj = endpoint_slice(endpoints=endpoints)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(WALL + at)) + ".250000000Z"
+    obj["metadata"]["annotations"] = {"endpoints.kubernetes.io/last-change-trigger-time": stamp}
+    return obj
+
+
+def test_network_programming_latency_runs_from_the_trigger_time_to_serving():
+    """kube-proxy's network_programming_duration_seconds: from the slice's last-change trigger
+    time (the API server's clock) to the change served; and the sync, full or partial."""
+    driven = Driven(RUNTIME)
+    driven.start_with_one_service()
+    metrics = driven.controller.metrics
+    happened = driven.clock.now - 1.0  # the pod became ready a second before the event came
+    driven.source.put(triggered(["10.1.0.2"], happened))
+    driven.settle(0.01)
+    served = driven.clock.now
+    assert len(driven.applier.runtime_updates) == 1
+    observed = metrics.network_programming_seconds
+    assert sample(metrics, "kube2haproxy_network_programming_duration_seconds_count") == 1
+    took = sample(metrics, "kube2haproxy_network_programming_duration_seconds_sum")
+    stamp = math.floor(WALL + happened) + 0.25  # the annotation's second, and its fraction
+    assert WALL + served - stamp - 0.02 <= took <= WALL + served - stamp  # the debounce
+    assert observed is metrics.network_programming_seconds
+    assert sample(metrics, "kube2haproxy_sync_partial_proxy_rules_duration_seconds_count") == 1
+    assert sample(metrics, "kube2haproxy_sync_full_proxy_rules_duration_seconds_count") == 1
+    # A slice without the annotation (manifests, older clusters) is not observed.
+    driven.source.put(endpoint_slice(endpoints=["10.1.0.3"]))
+    driven.settle(0.01)
+    assert sample(metrics, "kube2haproxy_network_programming_duration_seconds_count") == 1
+
+
+def sample(metrics: Metrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name)
+    assert value is not None, name
+    return value

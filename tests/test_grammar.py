@@ -325,3 +325,23 @@ def test_http_path(value, ok):
     else:
         with pytest.raises(GrammarError):
             grammar.http_path(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-12-02T03:16:33Z", 1796181393.0),
+        ("2026-12-02T03:16:33.5Z", 1796181393.5),
+        ("2026-12-02T03:16:33.123456789Z", 1796181393.123456789),  # RFC3339Nano
+        ("1970-01-01T00:00:00Z", 0.0),
+        ("2026-13-02T03:16:33Z", None),  # no 13th month
+        ("2026-12-02T24:00:00Z", None),
+        ("2026-12-02 03:16:33Z", None),
+        ("2026-12-02T03:16:33+01:00", None),  # the API writes UTC
+        (1796181393, None),
+        (None, None),
+    ],
+)
+def test_trigger_times_are_read_as_the_endpoints_controller_writes_them(value, expected):
+    got = grammar.epoch_seconds(value)
+    assert got == (pytest.approx(expected) if expected is not None else None)
