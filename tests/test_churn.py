@@ -249,3 +249,31 @@ def test_drift_is_found_and_corrected(tmp_path, haproxy_bin, backends):
         )
         assert serves(vip, port, {"b0", "b1"}) == {"b0", "b1"}
         assert reloads(supervisor) == 0
+
+
+def test_an_endpoint_loaded_draining_that_serves_again_takes_new_connections(
+    tmp_path: Path, haproxy_bin: str, backends: list[Backend]
+) -> None:
+    """A draining endpoint is rendered `weight 0` (a config has no drain state); when it is
+    ready again at runtime, `state ready` alone would leave it at weight 0: no new connection
+    would ever reach it, and every drift check would see it draining."""
+    vip = loopback_ip()
+    port = free_port(vip)
+    b0, b1 = backends[0], backends[1]
+    with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
+        source.put(service("web", cluster_ips=[vip], ports=[("http", port)]))
+        source.put(slice_of("web", b0, terminating=(b1,)))  # b1 drains in the first config
+        source.synced()
+        wait_for(controller.ready.is_set, what="the first config")
+        assert responders(vip, port, requests=10) == {"b0"}
+        updates = controller.runtime_updates
+        source.put(slice_of("web", b0, b1))  # b1 is ready again (a readiness flap)
+        wait_for(lambda: controller.runtime_updates > updates, what="b1 ready")
+        assert serves(vip, port, {"b0", "b1"}) == {"b0", "b1"}
+        applier = controller._applier
+        assert isinstance(applier, MasterCLIApplier)
+        lines = applier.runtime.servers()
+        assert all(
+            not s.parked and s.state.value == "ready" for s in lines.values() if s.port == b1.port
+        )
+        assert reloads(supervisor) == 0

@@ -180,6 +180,7 @@ READY, DRAIN = ServerState.READY, ServerState.DRAIN
             [("10.0.0.1", 80, READY)],
             [
                 "set server ns_web_http/s1 addr 10.0.0.1 port 80",
+                "set server ns_web_http/s1 weight 1",
                 "set server ns_web_http/s1 state ready",
             ],
             id="fill-a-free-slot",
@@ -214,6 +215,7 @@ READY, DRAIN = ServerState.READY, ServerState.DRAIN
             [
                 "set server ns_web_http/s1 state maint",
                 "set server ns_web_http/s1 addr fd00::2 port 81",
+                "set server ns_web_http/s1 weight 1",
                 "set server ns_web_http/s1 state ready",
             ],
             id="slot-moves-to-another-endpoint",
@@ -249,9 +251,11 @@ READY, DRAIN = ServerState.READY, ServerState.DRAIN
             ],
             [
                 "set server ns_web_http/s5 addr 10.0.0.8 port 80",
+                "set server ns_web_http/s5 weight 1",
                 "set server ns_web_http/s5 state ready",
                 "set server ns_web_http/s3 state maint",
                 "set server ns_web_http/s3 addr 10.0.0.9 port 80",
+                "set server ns_web_http/s3 weight 1",
                 "set server ns_web_http/s3 state ready",
                 "set server ns_web_http/s1 state maint",
                 "set server ns_web_http/s1 addr 127.0.0.1 port 1",
@@ -290,7 +294,7 @@ def observed(ip: str, port: int, *, maintenance: bool = False, draining: bool = 
                 "s1": observed("10.0.0.1", 80, maintenance=True),
                 "s2": observed("127.0.0.1", 1, maintenance=True),
             },
-            ["set server ns_web_http/s1 state ready"],
+            ["set server ns_web_http/s1 weight 1", "set server ns_web_http/s1 state ready"],
             id="someone-put-it-in-maint",
         ),
         pytest.param(
@@ -298,6 +302,7 @@ def observed(ip: str, port: int, *, maintenance: bool = False, draining: bool = 
             [
                 "set server ns_web_http/s1 state maint",
                 "set server ns_web_http/s1 addr 10.0.0.1 port 80",
+                "set server ns_web_http/s1 weight 1",
                 "set server ns_web_http/s1 state ready",
             ],
             id="wrong-address",
@@ -312,7 +317,7 @@ def observed(ip: str, port: int, *, maintenance: bool = False, draining: bool = 
                 "s1": observed("10.0.0.1", 80, draining=True),
                 "s2": observed("127.0.0.1", 1, maintenance=True),
             },
-            ["set server ns_web_http/s1 state ready"],
+            ["set server ns_web_http/s1 weight 1", "set server ns_web_http/s1 state ready"],
             id="drained-by-hand",
         ),
     ],
@@ -515,7 +520,10 @@ def test_drift_reads_a_spare_by_its_name_in_haproxy():
     (slot,) = [s.name for s in taken.deployed.backends["spare_0001"].servers if not s.parked]
     seen[("spare_0001", slot)] = observed("10.3.0.1", 8080, maintenance=True)
     found = correct(taken.deployed, seen, PER_PORT)
-    assert commands(found.ops) == [f"set server spare_0001/{slot} state ready"]
+    assert commands(found.ops) == [
+        f"set server spare_0001/{slot} weight 1",
+        f"set server spare_0001/{slot} state ready",
+    ]
     # A line HAProxy kept beyond the model is fine parked, parked when it serves.
     seen[("spare_0001", slot)] = observed("10.3.0.1", 8080)
     seen[("spare_0001", "s9")] = observed("127.0.0.1", 1, maintenance=True)

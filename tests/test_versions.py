@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kube2haproxy.appliers.master import MasterCLI, parse_processes
-from kube2haproxy.appliers.runtime import unexpected_reply
+from kube2haproxy.appliers.runtime import ServerStatus, unexpected_reply
 from kube2haproxy.capabilities import Version, capabilities, parse_version
 from kube2haproxy.errors import ConfigRefused, HAProxyUnavailable, UnsupportedVersion
 
@@ -282,3 +282,23 @@ def test_show_proc_of_each_version_is_read():
         "# programs\n\n"
     )
     assert parse_processes(with_programs_26).current_worker == 16190
+
+
+@pytest.mark.parametrize(
+    ("addr", "port", "op", "admin", "weight", "state"),
+    [
+        ("127.0.0.1", 1, 0, 0x04, 1, "parked"),  # a free slot as loaded: `disabled`
+        ("127.0.0.1", 1, 0, 0x05, 1, "parked"),  # ... and put in maintenance at runtime
+        ("10.1.0.1", 8080, 0, 0x01, 1, "parked"),  # maintenance at runtime, endpoint kept
+        ("10.1.0.1", 8080, 2, 0x04, 1, "ready"),  # a slot loaded disabled, readied: running
+        ("10.1.0.1", 8080, 0, 0x04, 1, "ready"),  # ... whose health check fails: down, not parked
+        ("10.1.0.1", 8080, 2, 0x00, 0, "drain"),  # loaded draining (`weight 0`)
+        ("10.1.0.1", 8080, 2, 0x08, 1, "drain"),  # drained at runtime
+        ("10.1.0.1", 8080, 2, 0x00, 1, "ready"),
+    ],
+)
+def test_server_states_are_read_as_the_model_has_them(addr, port, op, admin, weight, state):
+    """`show servers state` as each case prints it (srv_op_state, srv_admin_state bits,
+    srv_uweight), read back as the model's line."""
+    status = ServerStatus(addr, port, op, admin, weight)
+    assert status.as_server("s1").state.value == state

@@ -22,7 +22,7 @@ from kube2haproxy.capabilities import Capabilities
 from kube2haproxy.deployed import RouteChange, RuntimeOps, ServerAdd, SlotChange
 from kube2haproxy.errors import HAProxyUnavailable, RuntimeUpdateError
 from kube2haproxy.model import Server, ServerState, hostport
-from kube2haproxy.slots import PARKED_ADDRESS
+from kube2haproxy.slots import PARKED_ADDRESS, PARKED_IP, PARKED_PORT
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,10 @@ def slot_commands(change: SlotChange) -> list[str]:
         if moved:
             commands.append(f"{target} addr {new.ip} port {new.port}")
     if not new.parked and (moved or old.state is not new.state):
+        if new.state is ServerState.READY:
+            # A line loaded draining has weight 0 (a config has no drain state): `state ready`
+            # alone would leave it taking no new connection.
+            commands.append(f"{target} weight 1")
         commands.append(f"{target} state {new.state.value}")
     return commands
 
@@ -96,7 +100,8 @@ def commands_of(ops: RuntimeOps, *, options: Mapping[str, str], maps_dir: str) -
 
 def unexpected_reply(command: str, reply: str, capabilities: Capabilities) -> str | None:
     """None when HAProxy answered `command` exactly as a success looks in this version, else
-    what is wrong. `set server ... state X`, `enable health` and map changes answer nothing;
+    what is wrong. `set server ... state X` and `... weight W`, `enable health` and map changes
+    answer nothing;
     `set server ... addr A port P` says what it changed, naming the new address and port."""
     words = command.split()
     if words[:2] == ["add", "server"]:
@@ -108,7 +113,7 @@ def unexpected_reply(command: str, reply: str, capabilities: Capabilities) -> st
     if words[1:2] == ["map"] and words[0] in ("add", "set", "del"):
         fine = ("", MAP_KEY_NOT_FOUND) if words[0] == "del" else ("",)
         return None if reply in fine else f"{command!r}: {reply!r}"
-    if words[:2] == ["enable", "health"] or words[3:4] == ["state"]:
+    if words[:2] == ["enable", "health"] or words[3:4] in (["state"], ["weight"]):
         return None if reply == "" else f"{command!r}: {reply!r}"
     if words[3:4] == ["addr"] and len(words) == 7:
         grammar = _ADDR_REPLY_CHANGED if capabilities.addr_reply_changed_only else _ADDR_REPLY_BOTH
@@ -214,13 +219,17 @@ class ServerStatus:
 
     @property
     def in_maintenance(self) -> bool:
-        """Forced or inherited maintenance; `disabled` in the config (CMAINT) counts only while
-        the server is stopped: `set server state ready` makes it run but leaves the bit set."""
+        """Forced or inherited maintenance; `disabled` in the config (CMAINT) counts only for a
+        line still at the parked address and stopped: `set server state ready` makes a line
+        run but leaves the bit set, so a readied line whose health check fails is stopped with
+        the bit too, and is down, not parked."""
         forced = (
             ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLVE_MAINT | ADMIN_HOSTNAME_MAINT
         )
         return bool(self.admin & forced) or bool(
-            self.admin & ADMIN_CONFIG_MAINT and self.op_state == OP_STOPPED
+            self.admin & ADMIN_CONFIG_MAINT
+            and self.op_state == OP_STOPPED
+            and (self.addr, self.port) == (PARKED_IP, PARKED_PORT)
         )
 
     @property
