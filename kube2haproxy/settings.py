@@ -126,8 +126,8 @@ class RenderSettings:
             choices=tuple(LAYOUTS),
         ),
     )
-    # An empty backend costs ~11 KB of worker memory on 2.6 and ~4 KB on 3.4 (bench/spares.py):
-    # 500 cover a burst of new services between two reloads for ~5 MB.
+    # An empty backend costs ~11 KB of worker memory on 2.6 and ~4 KB on 3.4 (bench/memory.py
+    # --spare-backends): 500 cover a burst of new services between two reloads for ~5 MB.
     spare_backends: int = field(
         default=500,
         metadata=_opt(
