@@ -7,7 +7,9 @@ that set `Settings` fields are generated from the field declarations (settings.p
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -44,6 +46,26 @@ class _DurationOption(click.Option):
         super().__init__(*args, **kwargs)
         self.duration_low = duration_low
 
+
+# What `doctor` checks: kube2haproxy.doctor.CHECKS (test_doctor keeps them equal), not imported
+# here because the doctor package costs every command a fifth of a second to import.
+CHECK_NAMES = (
+    "haproxy",
+    "haproxy-master",
+    "haproxy-runtime",
+    "haproxy-files",
+    "privileged-ports",
+    "vip-bind",
+    "vip-routes",
+    "file-descriptors",
+    "somaxconn",
+    "local-ports",
+    "conntrack",
+    "kube-api",
+    "kube-access",
+    "dns-files",
+    "keepalived-files",
+)
 
 # `render` checks configs but never loads one, and names only the paths its config names.
 RENDER_HAPROXY = frozenset({"binary", "check_timeout_ms"})
@@ -260,20 +282,27 @@ def dns_command(
         )
 
 
+def _manifests_option(help_text: str) -> Callable[[F], F]:
+    """`run -f`: manifests followed instead of the API (and `doctor -f`: the same files)."""
+    return click.option(
+        "-f",
+        "--filename",
+        "--manifests",
+        "manifests",
+        multiple=True,
+        metavar="PATH",
+        type=click.Path(exists=True),
+        envvar=["KUBE2HAPROXY_FILENAME", "KUBE2HAPROXY_MANIFESTS"],
+        show_envvar=True,
+        help=help_text,
+    )
+
+
 @cli.command()
-@click.option(
-    "-f",
-    "--filename",
-    "--manifests",
-    "manifests",
-    multiple=True,
-    metavar="PATH",
-    type=click.Path(exists=True),
-    envvar=["KUBE2HAPROXY_FILENAME", "KUBE2HAPROXY_MANIFESTS"],
-    show_envvar=True,
-    help="Follow these manifest files or directories (repeatable) instead of the Kubernetes "
+@_manifests_option(
+    "Follow these manifest files or directories (repeatable) instead of the Kubernetes "
     "API; a file that fails to parse keeps its last good content. (--manifests: the former "
-    "name.)",
+    "name.)"
 )
 @settings_options("translate", "render", "paths", "haproxy", "timing", "observe", "kube", "publish")
 def run(*, manifests: tuple[str, ...], **values: Any) -> None:
@@ -292,6 +321,54 @@ def run(*, manifests: tuple[str, ...], **values: Any) -> None:
     chosen = settings_from(values)
     logs.setup(level=chosen.observe.log_level, fmt=chosen.observe.log_format)
     runner.serve(chosen, manifests=manifests)
+
+
+@cli.command("doctor")
+@_manifests_option(
+    "Manifest files or directories, as `run -f` follows them: their Services give the "
+    "listeners and VIPs to check (the API is then not checked, as `run -f` does not use it)."
+)
+@click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="One line per check, or a JSON object {status, checks: [{name, status, detail, fix}]}.",
+)
+@click.option(
+    "--skip",
+    multiple=True,
+    metavar="CHECK",
+    type=click.Choice(CHECK_NAMES),
+    help="Leave out this check (repeatable).",
+)
+@settings_options("translate", "render", "paths", "haproxy", "kube", "publish")
+def doctor_command(
+    *, manifests: tuple[str, ...], fmt: str, skip: tuple[str, ...], **values: Any
+) -> None:
+    """Check this host for what `run` needs, with the same settings: one line per check (ok,
+    warn, fail) with the command that fixes it; exit 1 when a check fails.
+
+    \b
+    kube2haproxy doctor                      # in the controller's container: its settings
+    kube2haproxy doctor -f cluster.yaml      # with the listeners of these Services
+    kube2haproxy doctor -o json
+    """
+    from kube2haproxy import doctor  # noqa: PLC0415 - for this command only: see CHECK_NAMES
+
+    chosen = settings_from(values)
+    checks = doctor.examine(
+        chosen,
+        manifests=manifests,
+        host=doctor.Host.local(),
+        environ=dict(os.environ),
+        tmp=tempfile.gettempdir(),
+        skip=frozenset(skip),
+    )
+    click.echo(doctor.as_json(checks) if fmt == "json" else doctor.text(checks), nl=False)
+    if doctor.worst(checks) is doctor.Status.FAIL:
+        sys.exit(ExitCode.CHECKS_FAILED)
 
 
 def report(findings: Sequence[Finding], *, verbose: bool) -> None:

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     DIFFERENCES = 1  # render --diff-against --exit-code: the configs differ
+    CHECKS_FAILED = 1  # doctor: a check failed (the same "the answer is no" as diff's 1)
     USAGE = 2  # bad flags or arguments (click's own code for usage errors)
     INPUT = 3  # a manifest could not be read or parsed
     STRICT = 4  # --strict and at least one warning

@@ -960,3 +960,88 @@ def test_client_endpoint_slices_list_and_watch(
     assert got[1]["object"]["kind"] == "EndpointSlice"
     typed = discovery.list_namespaced_endpoint_slice("a")
     assert [s.metadata.name for s in typed.items if s.metadata] == ["db-abc12", "web-abc12"]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a client asks before it lists: the version and access reviews
+
+
+REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+
+def review(verb: str, resource: str, group: str = "", namespace: str = "") -> JSON:
+    return {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "namespace": namespace,
+                "verb": verb,
+                "group": group,
+                "resource": resource,
+            }
+        },
+    }
+
+
+def post(pool: urllib3.PoolManager, api: FakeKubeAPI, path: str, body: object) -> tuple[int, JSON]:
+    resp = pool.request(
+        "POST",
+        f"{api.url}{path}",
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    return resp.status, json.loads(resp.data)
+
+
+def test_version_answers_as_a_server_of_the_version_set(
+    api: FakeKubeAPI, pool: urllib3.PoolManager
+) -> None:
+    assert get(pool, api, "/version") == (200, api.version_info)
+    assert api.version_info["gitVersion"] == "v1.31.0"
+    api.set_version("v1.29.3")
+    status, body = get(pool, api, "/version")
+    assert (status, body["major"], body["minor"], body["gitVersion"]) == (200, "1", "29", "v1.29.3")
+    api.fail_next("version", 503)
+    status, body = get(pool, api, "/version")
+    assert (status, body["kind"], body["code"]) == (503, "Status", 503)
+    assert [r.resource for r in api.requests][-3:] == ["version"] * 3
+
+
+def test_access_reviews_answer_from_the_rules_set(
+    api: FakeKubeAPI, pool: urllib3.PoolManager
+) -> None:
+    status, body = post(pool, api, REVIEWS, review("list", "services"))
+    assert status == 201
+    assert body["status"]["allowed"] is True
+    assert body["spec"] == review("list", "services")["spec"]
+    api.deny("watch", "endpointslices")  # its group by default: discovery.k8s.io
+    status, body = post(pool, api, REVIEWS, review("watch", "endpointslices", "discovery.k8s.io"))
+    assert (status, body["status"]["allowed"]) == (201, False)
+    assert "denied" not in body["status"] and body["status"]["reason"]
+    # Another group's resource of that name, another verb: allowed.
+    assert post(pool, api, REVIEWS, review("watch", "endpointslices"))[1]["status"]["allowed"]
+    assert post(pool, api, REVIEWS, review("list", "endpointslices", "discovery.k8s.io"))[1][
+        "status"
+    ]["allowed"]
+    api.allow_all()
+    assert post(pool, api, REVIEWS, review("watch", "endpointslices", "discovery.k8s.io"))[1][
+        "status"
+    ]["allowed"]
+    assert [r["verb"] for r in api.access_reviews] == ["list", "watch", "watch", "list", "watch"]
+    assert api.requests[-1].body == review("watch", "endpointslices", "discovery.k8s.io")
+
+
+def test_access_reviews_the_real_server_would_refuse(
+    api: FakeKubeAPI, pool: urllib3.PoolManager
+) -> None:
+    status, body = post(pool, api, REVIEWS, {"kind": "Pod"})
+    assert (status, body["reason"]) == (400, "BadRequest")
+    no_attributes = {"kind": "SelfSubjectAccessReview", "spec": {}}
+    status, body = post(pool, api, REVIEWS, no_attributes)
+    assert (status, body["reason"]) == (422, "Invalid")
+    api.fail_next("selfsubjectaccessreviews", 403)
+    assert post(pool, api, REVIEWS, review("list", "services"))[0] == 403
+    assert api.access_reviews == []
+    with pytest.raises(ValueError, match="unknown resource"):
+        api.fail_next("pods")

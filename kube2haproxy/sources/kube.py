@@ -125,7 +125,6 @@ class KubeSource:
         metrics: Metrics | None = None,
         read_grace_s: float = READ_GRACE_S,
     ) -> None:
-        resources = [SERVICES, ENDPOINT_SLICES] + ([ENDPOINTS] if settings.watch_endpoints else [])
         self._watchers = [
             _Watcher(
                 resource,
@@ -134,7 +133,7 @@ class KubeSource:
                 metrics=metrics,
                 read_grace_s=read_grace_s,
             )
-            for resource in resources
+            for resource in watched(settings)
         ]
         self.names = tuple(w.name for w in self._watchers)
 
@@ -430,3 +429,82 @@ def _brief(exc: BaseException) -> str:
     if isinstance(exc, kubernetes.client.ApiException):
         return f"HTTP {exc.status} {exc.reason}"
     return str(exc)[:300]
+
+
+# --- before watching: what `kube2haproxy doctor` asks ------------------------------------------
+
+
+def watched(settings: KubeSettings) -> tuple[Resource, ...]:
+    """The resources `run` lists and watches with these settings (KubeSource's, doctor's)."""
+    return (SERVICES, ENDPOINT_SLICES, *([ENDPOINTS] if settings.watch_endpoints else []))
+
+
+def group_of(resource: Resource) -> str:
+    """The API group of a resource ("" for the core group)."""
+    return resource.api_version.rpartition("/")[0]
+
+
+def server_url(client: kubernetes.client.ApiClient) -> str:
+    return str(client.configuration.host)
+
+
+def server_version(client: kubernetes.client.ApiClient, *, timeout_s: float) -> str:
+    """The API server's version (`GET /version`: its gitVersion, "v1.31.0"); EnvironmentProblem
+    saying why when it does not answer."""
+    body = _call(
+        kubernetes.client.VersionApi(client).get_code, what="GET /version", timeout_s=timeout_s
+    )
+    return str(body.get("gitVersion") or f"v{body.get('major', '?')}.{body.get('minor', '?')}")
+
+
+def may(
+    client: kubernetes.client.ApiClient,
+    verb: str,
+    resource: Resource,
+    *,
+    namespace: str | None,
+    timeout_s: float,
+) -> tuple[bool, str]:
+    """Whether our identity may `verb` the resource (in `namespace`, None: all of them), as the
+    API server's authorizer answers a SelfSubjectAccessReview, and its reason."""
+    # A plain dict: the client serializes it as it is (its model classes are never built here).
+    review: Any = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "namespace": namespace or "",
+                "verb": verb,
+                "group": group_of(resource),
+                "resource": resource.plural,
+            }
+        },
+    }
+    api = kubernetes.client.AuthorizationV1Api(client)
+    body = _call(
+        lambda **kw: api.create_self_subject_access_review(review, **kw),
+        what="SelfSubjectAccessReview",
+        timeout_s=timeout_s,
+    )
+    status = body.get("status")
+    if not isinstance(status, dict):
+        raise EnvironmentProblem(f"SelfSubjectAccessReview: an answer without a status: {body}")
+    reason = status.get("reason") or status.get("evaluationError") or ""
+    return status.get("allowed") is True, str(reason)
+
+
+def _call(call: Callable[..., Any], *, what: str, timeout_s: float) -> JSON:
+    """One request's JSON body; EnvironmentProblem naming the request and why otherwise."""
+    try:
+        response = call(_preload_content=False, _request_timeout=(CONNECT_TIMEOUT_S, timeout_s))
+        try:
+            body = json.loads(response.data)
+        finally:
+            response.release_conn()
+    except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise EnvironmentProblem(f"{what}: {_brief(exc)}") from exc
+    except ValueError as exc:
+        raise EnvironmentProblem(f"{what}: not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise EnvironmentProblem(f"{what}: not a JSON object")
+    return body

@@ -14,6 +14,11 @@ Resources (``GET`` only; the plural paths of the real API server, cluster-wide o
     /apis/discovery.k8s.io/v1/endpointslices
     /apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices
 
+Beside them, what a client asks before it lists (access.py): ``GET /version`` (a 1.31 server's
+answer; ``set_version`` changes it) and ``POST /apis/authorization.k8s.io/v1/
+selfsubjectaccessreviews``, answered 201 with ``status.allowed`` true unless ``deny(verb,
+resource)`` refused it (``access_reviews`` lists what was asked).
+
 Anything else is 404 with a ``Status`` body (another method is 405); a malformed query is 400.
 
 State. ``put(obj)`` and ``delete(kind, ns, name)`` change the store. Every change takes the next
@@ -64,7 +69,7 @@ Failures a test can inject:
   then the stream ends cleanly. A watch from the current revision or a newer one is served, so a
   client that relists after the 410 recovers. Open watches are not affected.
 - ``fail_next(resource, status, times)``: the next requests (list or watch) fail with that
-  status and a ``Status`` body.
+  status and a ``Status`` body; "version" and "selfsubjectaccessreviews" name those requests.
 - ``expire_continue_tokens()``: see LIST.
 - ``drop_watches()``: open watch sockets are shut down with no terminating chunk, so the client
   sees a broken chunked stream (urllib3 ``ProtocolError``, ``http.client.IncompleteRead``).
@@ -88,6 +93,7 @@ Modules, by job (their names without a leading underscore may be used across the
 tests import is re-exported here, and the modules themselves are not an interface):
 
     api.py          FakeKubeAPI, the facade; the one lock; the hooks the handler calls
+    access.py       the server's version, and access reviews answered from a test's rules
     server.py       the threaded HTTP server, its connections and threads, start and stop
     handler.py      routing, request records, list and error responses, the watch stream
     store.py        objects, the revision counter, the event log, compaction

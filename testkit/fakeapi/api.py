@@ -15,11 +15,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+from .access import Access
 from .faults import Faults
 from .handler import Handler
 from .labels import Selector
 from .pagination import Pager
-from .resources import RESOURCES, ResourceType, check_resource
+from .resources import RESOURCES, ResourceType, check_resource, check_target
 from .server import Runner
 from .store import Store
 from .watch import Watch, Watches
@@ -27,7 +28,8 @@ from .wire import JSON, RequestRecord
 
 
 class FakeKubeAPI:
-    """A local Kubernetes API server for Services, Endpoints and EndpointSlices (list + watch).
+    """A local Kubernetes API server for Services, Endpoints and EndpointSlices (list + watch),
+    its version, and SelfSubjectAccessReviews.
 
     ``with FakeKubeAPI() as api:`` or ``start()`` / ``stop()``. Thread-safe: tests change the
     state from their own thread while handler threads serve clients.
@@ -42,6 +44,7 @@ class FakeKubeAPI:
         self._pager = Pager(self._store)
         self._watches = Watches(self._store)
         self._faults = Faults(self._cond)
+        self._access = Access(self._cond)
         self._runner = Runner(self._cond)
 
     # -- lifecycle
@@ -116,6 +119,34 @@ preferences: {{}}
         """The stored object (a copy, kind and apiVersion included), or None."""
         return self._store.get(kind, namespace, name)
 
+    # -- what a client may do, and the server's version
+
+    @property
+    def version_info(self) -> JSON:
+        """What ``GET /version`` answers (a copy); ``set_version`` changes it."""
+        with self._cond:
+            return dict(self._access.version)
+
+    def set_version(self, git_version: str) -> None:
+        """Answer ``GET /version`` as a server of this version ("v1.29.3")."""
+        major, minor = git_version.lstrip("v").split(".")[:2]
+        with self._cond:
+            self._access.version.update(major=major, minor=minor, gitVersion=git_version)
+
+    def deny(self, verb: str, resource: str, *, group: str | None = None) -> None:
+        """SelfSubjectAccessReviews of `verb` on `resource` (in `group`: by default the served
+        resource's own, else the core group) answer ``allowed: false``; others are allowed."""
+        self._access.deny(verb, resource, group)
+
+    def allow_all(self) -> None:
+        self._access.allow_all()
+
+    @property
+    def access_reviews(self) -> list[JSON]:
+        """The ``spec.resourceAttributes`` of every review received, in order."""
+        with self._cond:
+            return list(self._access.reviews)
+
     # -- fault injection
 
     def compact(self) -> None:
@@ -128,8 +159,9 @@ preferences: {{}}
         self._pager.expire()
 
     def fail_next(self, resource: str, status: int = 500, times: int = 1) -> None:
-        """Fail the next `times` requests (list or watch) for `resource` with `status`."""
-        self._faults.fail_next(check_resource(resource), status, times)
+        """Fail the next `times` requests (list or watch) for `resource` with `status`; also
+        "version" (``GET /version``) and "selfsubjectaccessreviews"."""
+        self._faults.fail_next(check_target(resource), status, times)
 
     def bookmark(self, resource: str) -> int:
         """Send a BOOKMARK at the current revision on every open watch of `resource` that asked
@@ -209,3 +241,6 @@ preferences: {{}}
 
     def _close_watch(self, watch: Watch) -> None:
         self._watches.close(watch)
+
+    def _review(self, body: object) -> JSON:
+        return self._access.review(body)

@@ -1,15 +1,18 @@
 """HTTP request handling: routing a path to a resource, recording every request, answering a list
 with one JSON body and a watch with a chunked stream of event lines, and turning failures into
-``Status`` responses (``Failure``: its code; ``ValueError``: 400; another method: 405).
+``Status`` responses (``Failure``: its code; ``ValueError``: 400; another method: 405). Beside
+the resources: ``GET /version`` and ``POST`` of a SelfSubjectAccessReview (access.py).
 
 The handler reaches the server's state through ``FakeKubeAPI``'s underscore hooks (``_record``,
-``_take_failure``, ``_list``, ``_open_watch``, ``_close_watch``, ``_is_hung``) and its lock
-``_cond``, never around them, because tests subclass the facade to change a hook (test_kube's
-``ExpiringAPI`` and ``QuirkyAPI``). Only the stop flag comes from the server's ``Runner``.
+``_take_failure``, ``_list``, ``_open_watch``, ``_close_watch``, ``_is_hung``, ``_review``) and
+its lock ``_cond``, never around them, because tests subclass the facade to change a hook
+(test_kube's ``ExpiringAPI`` and ``QuirkyAPI``). Only the stop flag comes from the server's
+``Runner``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -17,6 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from .access import REVIEWS_PATH, VERSION_PATHS
 from .labels import Selector
 from .resources import RESOURCES, ResourceType
 from .wire import JSON, Failure, RequestRecord, dumps, parse_bool, status_body
@@ -73,6 +77,9 @@ class Handler(BaseHTTPRequestHandler):
         api = self.server.api
         split = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        if split.path in VERSION_PATHS:
+            self._version(query)
+            return
         rt, namespace = route(split.path)
         api._record(
             RequestRecord(
@@ -110,7 +117,50 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True  # the request body, if any, is not read
         self._send_json(405, status_body(405, f"the server does not allow method {self.command}"))
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _not_allowed
+    do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _not_allowed
+
+    def do_POST(self) -> None:
+        if urlsplit(self.path).path != REVIEWS_PATH:
+            self._not_allowed()
+            return
+        api = self.server.api
+        data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(data or b"null")
+        except ValueError:
+            body = None
+        api._record(
+            RequestRecord(
+                method="POST",
+                path=REVIEWS_PATH,
+                query={},
+                headers={k.lower(): v for k, v in self.headers.items()},
+                resource="selfsubjectaccessreviews",
+                body=body,
+            )
+        )
+        try:
+            api._take_failure("selfsubjectaccessreviews")
+            self._send_json(201, api._review(body))
+        except Failure as failure:
+            self._send_json(failure.code, failure.body)
+
+    def _version(self, query: dict[str, str]) -> None:
+        api = self.server.api
+        api._record(
+            RequestRecord(
+                method=self.command,
+                path=urlsplit(self.path).path,
+                query=query,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                resource="version",
+            )
+        )
+        try:
+            api._take_failure("version")
+            self._send_json(200, api.version_info)
+        except Failure as failure:
+            self._send_json(failure.code, failure.body)
 
     # -- watch streaming
 

@@ -45,3 +45,15 @@ def check_resource(resource: str) -> str:
     if resource not in RESOURCES:
         raise ValueError(f"unknown resource {resource!r}: one of {sorted(RESOURCES)}")
     return resource
+
+
+# What else a test may make fail (fail_next): the version and access reviews (access.py).
+OTHER_TARGETS = frozenset({"version", "selfsubjectaccessreviews"})
+
+
+def check_target(target: str) -> str:
+    if target not in RESOURCES and target not in OTHER_TARGETS:
+        raise ValueError(
+            f"unknown resource {target!r}: one of {sorted({*RESOURCES, *OTHER_TARGETS})}"
+        )
+    return target

@@ -69,13 +69,14 @@ class Failure(Exception):
 @dataclass(frozen=True)
 class RequestRecord:
     """One request as the server saw it. Header names are lower-cased; for a repeated query
-    parameter the first value is kept (as Go's url.Values.Get does)."""
+    parameter the first value is kept (as Go's url.Values.Get does). `body`: a POST's JSON."""
 
     method: str
     path: str
     query: dict[str, str]
     headers: dict[str, str]
     resource: str | None = None
+    body: Any = None
 
     @property
     def watch(self) -> bool:
