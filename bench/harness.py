@@ -3,8 +3,10 @@ synthetic cluster, and `kube2haproxy run` as a real subprocess against it, super
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from cluster import cluster
 
@@ -32,38 +35,66 @@ def raise_fd_limit(wanted: int = 262_144) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def require_unlistened(ip: str, port: int) -> None:
+    """Exit when something on this machine already listens where the bench's clients connect
+    (that address, or every address, on `port`): HAProxy binds with SO_REUSEPORT, so a second
+    HAProxy there (another bench's per-port frontend) would take a share of the connections and
+    close the ones it has no route for, as failed requests of this bench."""
+    with socket.socket() as sock:
+        # Connections of an earlier run waiting out TIME_WAIT are no listener.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((ip, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            sys.exit(f"{ip}:{port} is already listened on (ss -ltnp sport = :{port}): stop that")
+
+
+def run_command(
+    workdir: Path, listen: int, *source: str, haproxy_bin: str = "haproxy"
+) -> list[str]:
+    """`kube2haproxy run` as the benches start it: its run directory in `workdir`, probes on
+    127.0.0.1:`listen`, a JSON log; `source` says what it follows (--kubeconfig or -f)."""
+    return [
+        sys.executable,
+        "-m",
+        "kube2haproxy.cli",
+        "run",
+        *source,
+        "--haproxy-bin",
+        haproxy_bin,
+        "--run-dir",
+        str(workdir / "run"),
+        "--listen",
+        f"127.0.0.1:{listen}",
+        "--log-format",
+        "json",
+        # The README's figures are for two threads; HAProxy's default is one per CPU.
+        "--nbthread",
+        "2",
+    ]
+
+
+def spawn(command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """A process of the checkout's code, its output to `log`, allowed many descriptors."""
+    return subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=raise_fd_limit,  # noqa: PLW1509 - runs in the child, before its threads
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
 @contextmanager
 def controller(
     api: FakeKubeAPI, workdir: Path, listen: int, *extra: str, haproxy_bin: str = "haproxy"
 ) -> Iterator[subprocess.Popen[bytes]]:
     kubeconfig = api.kubeconfig(workdir / "kubeconfig")
     log = open(workdir / "controller.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kube2haproxy.cli",
-            "run",
-            "--kubeconfig",
-            kubeconfig,
-            "--haproxy-bin",
-            haproxy_bin,
-            "--run-dir",
-            str(workdir / "run"),
-            "--listen",
-            f"127.0.0.1:{listen}",
-            "--log-format",
-            "json",
-            # The README's figures are for two threads; HAProxy's default is one per CPU.
-            "--nbthread",
-            "2",
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=raise_fd_limit,  # noqa: PLW1509 - runs in the child, before its threads
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    command = run_command(workdir, listen, "--kubeconfig", kubeconfig, haproxy_bin=haproxy_bin)
+    process = spawn([*command, *extra], log)
     try:
         yield process
     finally:

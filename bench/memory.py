@@ -5,6 +5,10 @@ reported beside it.
 
     python bench/memory.py --services 10000 --endpoints 10
     python bench/memory.py --services 10000 --slots-free 0 --slots-block 1   # no spare lines
+    python bench/memory.py --services 10000 --frontend-layout per-port --spare-backends 2000
+
+--frontend-layout and --spare-backends go to the controller as they are (the spares only count
+with per-port); unset, the controller's defaults apply (per-service; 500 spares).
 """
 
 from __future__ import annotations
@@ -32,7 +36,21 @@ def main() -> None:
         help="the controller's --slots-free (0, with --slots-block 1: no spare server lines)",
     )
     parser.add_argument("--slots-block", default="8", help="the controller's --slots-block")
+    parser.add_argument(
+        "--frontend-layout",
+        choices=["per-service", "per-port"],
+        help="the controller's --frontend-layout (unset: its default)",
+    )
+    parser.add_argument(
+        "--spare-backends", type=int, help="the controller's --spare-backends (unset: its default)"
+    )
     args = parser.parse_args()
+    extra = ["--slots-free", args.slots_free, "--slots-block", args.slots_block]
+    if args.frontend_layout:
+        extra += ["--frontend-layout", args.frontend_layout]
+    if args.spare_backends is not None:
+        extra += ["--spare-backends", str(args.spare_backends)]
+    print(f"controller: {' '.join(extra)}; {args.haproxy_bin}", flush=True)
     print(
         f"{'services':>8} {'endpoints':>9} {'sync+apply':>10} {'controller RSS':>14} "
         f"{'peak':>8} {'haproxy worker RSS':>18}",
@@ -42,10 +60,7 @@ def main() -> None:
         cluster = serving_cluster(
             count,
             args.endpoints,
-            "--slots-free",
-            args.slots_free,
-            "--slots-block",
-            args.slots_block,
+            *extra,
             haproxy_bin=args.haproxy_bin,
             timeout=900,
         )

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for testkit
 
-from harness import serving_cluster
+from harness import require_unlistened, serving_cluster
 
 from kube2haproxy.appliers.master import MasterCLI
 from testkit.backends import Backend, answer
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after ready")
     args = parser.parse_args()
 
+    require_unlistened("127.1.0.1", PORT)
     backend = Backend("new")
     with serving_cluster(
         args.services,
