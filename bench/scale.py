@@ -95,7 +95,7 @@ COUNTERS = ("econ", "eresp", "srv_abrt", "wretr", "wredis")
 def connection_errors(runtime: RuntimeAPI, backend: str) -> list[str]:
     """The backend's rows of `show stat` (servers and BACKEND) with failed or aborted
     connections, retries or redispatches: where failed requests went."""
-    lines = runtime.command("show stat", timeout_s=30.0).splitlines()
+    lines = runtime.command(f"show stat {backend} -1 -1", timeout_s=30.0).splitlines()
     header = lines[0].lstrip("# ").split(",")
     at = {name: header.index(name) for name in ("pxname", "svname", "addr", *COUNTERS)}
     out = []

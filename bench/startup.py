@@ -11,9 +11,13 @@ line naming its sources; reading+parsing the manifests up to "synced"; translate
 `haproxy -c` (the controller's histograms; the check from its
 log line on the initial config); the rest of the first apply (planning, writing the
 files) up to "started haproxy (pid"; HAProxy's start up to the master's "Loading success."; and
-the first request answered after that (polled every 10 ms). --py-spy records the controller
-process (pip install py-spy; a bench tool, not a dependency) until the first request and prints
-the functions holding the most samples (own and cumulative); the raw collapsed stacks stay in
+the first request answered after that (polled every 10 ms). It also prints the CPU time (user+sys)
+spent by then by the controller, by the `haproxy -vv` and `-c` it ran, and by the HAProxy it runs:
+steadier than wall time on a shared machine. The services get VIPs of their own (--service-cidr)
+so that another bench serving the synthetic cluster on this machine stays out of the way.
+--py-spy records the controller process (pip install py-spy; a bench tool, not a dependency)
+until a little past the first request (the initial-config log line) and prints the functions
+holding the most samples (own and cumulative); the raw collapsed stacks stay in
 the file. This only measures: the cold path's work is elsewhere.
 """
 
@@ -21,9 +25,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ipaddress
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -71,16 +78,52 @@ def log_marks(path: Path) -> tuple[dict[str, float], float]:
     return seen, check
 
 
+def controller_pids(pid: int, *, spied: bool) -> list[int]:
+    """The controller's process: the one started, or under py-spy, py-spy's children."""
+    if not spied:
+        return [pid]
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user+sys) of a process and of its children it has waited for (here `haproxy
+    -vv` and `haproxy -c`): steadier than wall time on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    # After the command: state is field 3, utime..cstime fields 14..17 (man 5 proc).
+    utime, stime, cutime, cstime = (int(f) / tick for f in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+def haproxy_cpu(log: Path) -> float:
+    """CPU time (user+sys) of the supervised HAProxy so far: its master (named by the log line
+    that started it) and the master's live children (the worker)."""
+    found = re.search(r"started haproxy \(pid (\d+)\)", log.read_text())
+    if not found:
+        return 0.0
+    master = int(found[1])
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return sum(cpu_seconds(pid)[0] for pid in [master, *map(int, children)])
+    except OSError:
+        return 0.0
+
+
 def metric_sums(listen: int) -> dict[str, float]:
-    """The `_sum` of each of the controller's duration histograms, seconds."""
+    """The `_sum` of each of the controller's duration histograms (seconds) and, as
+    `<name>_count`, how many times each was observed."""
     status, text = probe(listen, "/metrics")
     if status != 200:
         return {}
     sums = {}
     for line in text.splitlines():
-        found = re.match(r"kube2haproxy_(\w+)_duration_seconds_sum (\S+)$", line)
+        found = re.match(r"kube2haproxy_(\w+)_duration_seconds_(sum|count) (\S+)$", line)
         if found:
-            sums[found[1]] = float(found[2])
+            key = found[1] if found[2] == "sum" else f"{found[1]}_count"
+            sums[key] = float(found[3])
     return sums
 
 
@@ -119,14 +162,22 @@ def main() -> None:
     parser.add_argument(
         "--frontend-layout", choices=["per-service", "per-port"], help="unset: the default"
     )
+    parser.add_argument("--service-cidr", default="10.116.0.0/16", help="the services' VIPs")
     parser.add_argument("--py-spy", metavar="FILE", help="record the controller with py-spy")
     parser.add_argument("--log", help="keep the controller's log there")
     args = parser.parse_args()
 
     backend = Backend("probe")
     port = free_port(PROBE_VIP)
-    objects = [
-        *cluster(args.services, args.endpoints),
+    objects = cluster(args.services, args.endpoints)
+    # Other benches on this machine serve the same synthetic cluster (10.96.0.0/12): addresses
+    # of our own keep their listeners out of the way (a VIP:port another process holds is
+    # left out of the config, and the kernel shares the rest's connections with it).
+    vips = ipaddress.ip_network(args.service_cidr)
+    for index, obj in enumerate(o for o in objects if o["kind"] == "Service"):
+        obj["spec"]["clusterIP"] = str(vips[index + 10])
+        obj["spec"]["clusterIPs"] = [obj["spec"]["clusterIP"]]
+    objects += [
         service("probe", "bench", cluster_ips=[PROBE_VIP], ports=[("http", port)]),
         slice_of("probe", backend, namespace="bench"),
     ]
@@ -167,6 +218,9 @@ def main() -> None:
                     sys.exit("no request served within 900 s")
                 time.sleep(0.01)
             served = time.time()
+            pids = controller_pids(process.pid, spied=bool(args.py_spy))
+            own = cpu_seconds(pids[0]) if pids else (0.0, 0.0)
+            cpu = (*own, haproxy_cpu(workdir / "controller.log"))
             # The controller logs the initial config once the master confirms the load.
             while "initial config" not in log_marks(workdir / "controller.log")[0]:
                 if time.time() - served > 60:
@@ -174,7 +228,10 @@ def main() -> None:
                 time.sleep(0.05)
             sums = metric_sums(listen)
         finally:
-            process.send_signal(2 if args.py_spy else 15)  # py-spy writes its file on SIGINT
+            # Under py-spy, the controller is py-spy's child: stopped as usual (SIGTERM), it
+            # stops its HAProxy, and py-spy writes its file once it exits.
+            for pid in controller_pids(process.pid, spied=bool(args.py_spy)):
+                os.kill(pid, signal.SIGTERM)
             try:
                 process.wait(timeout=120)
             except subprocess.TimeoutExpired:
@@ -184,7 +241,7 @@ def main() -> None:
         if args.log:
             shutil.copy(workdir / "controller.log", args.log)
     backend.close()
-    report(args, started, served, marks, {**sums, "check": check})
+    report(args, started, served, marks, {**sums, "check": check}, cpu)
     if args.py_spy:
         top_functions(Path(args.py_spy))
 
@@ -195,6 +252,7 @@ def report(
     served: float,
     marks: dict[str, float],
     sums: dict[str, float],
+    cpu: tuple[float, float, float],
 ) -> None:
     missing = [m for m in MARKS if m not in marks]
     if missing:
@@ -205,8 +263,8 @@ def report(
         ("start: interpreter, imports, haproxy -vv", marks["first log line"] - started),
         ("setup", marks["sources named"] - marks["first log line"]),
         ("reading+parsing the manifests", marks["synced"] - marks["sources named"]),
-        ("translate", translate),
-        ("render", render),
+        (f"translate (x{sums.get('translate_count', 0):.0f})", translate),
+        (f"render (x{sums.get('render_count', 0):.0f})", render),
         ("haproxy -c", check),
         (
             "rest of the first apply (plan, files)",
@@ -223,6 +281,10 @@ def report(
     )
     for name, seconds in phases:
         print(f"  {name:<42} {seconds:>6.2f}s {100 * seconds / total:>5.1f}%")
+    print(
+        f"  CPU by then (user+sys): controller {cpu[0]:.2f}s, its haproxy -vv and -c "
+        f"{cpu[1]:.2f}s, the HAProxy it runs {cpu[2]:.2f}s"
+    )
 
 
 if __name__ == "__main__":
