@@ -23,6 +23,10 @@ from kube2haproxy.model import Model
 from kube2haproxy.plan import Action, Plan
 from testkit.backends import Backend, get
 
+# How long a controller process may take to start answering its probes: importing the
+# kubernetes client's API classes alone takes 2-5 s on a loaded 2-core machine.
+STARTUP_S = 60.0
+
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ import pytest
 
 from kube2haproxy.appliers.master import MasterCLI
 from testkit.backends import Backend, free_port, loopback_ip, probe, responders, routes
-from tests.live import wait_for
+from tests.live import STARTUP_S, wait_for
 from tests.test_run import controller, supervised_args, write_cluster
 
 
@@ -52,7 +52,7 @@ def test_a_stalled_haproxy_is_waited_out_and_the_probes_answer_meanwhile(
     run_dir = tmp_path / "run"
     args = supervised_args(cluster, run_dir, listen, haproxy_bin, "--retry-interval", "1s")
     with controller(*args) as process:
-        wait_for(lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=20, what="ready")
+        wait_for(lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=STARTUP_S, what="ready")
         master = MasterCLI(str(run_dir / "master.sock")).processes().master_pid
         os.kill(master, signal.SIGSTOP)
         try:
@@ -89,7 +89,7 @@ def test_a_second_controller_on_the_same_run_dir_refuses_to_start(tmp_path, hapr
     write_cluster(cluster, [("one", vip, port)], backend)
     run_dir = tmp_path / "run"
     with controller(*supervised_args(cluster, run_dir, listen, haproxy_bin)) as first:
-        wait_for(lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=20, what="ready")
+        wait_for(lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=STARTUP_S, what="ready")
         cli = MasterCLI(str(run_dir / "master.sock"))
         before = cli.processes()
 
@@ -112,7 +112,7 @@ def test_a_second_controller_on_the_same_run_dir_refuses_to_start(tmp_path, hapr
     assert first.returncode == 0
     # Released with its owner: the next controller starts.
     with controller(*supervised_args(second_cluster, run_dir, other, haproxy_bin)) as again:
-        wait_for(lambda: probe(other, "/readyz") == (200, "ok\n"), timeout=20, what="ready")
+        wait_for(lambda: probe(other, "/readyz") == (200, "ok\n"), timeout=STARTUP_S, what="ready")
         again.send_signal(signal.SIGTERM)
         again.communicate(timeout=30)
 
@@ -133,7 +133,9 @@ def test_another_listener_on_a_served_address_is_reported_once(tmp_path, haproxy
     )
     try:
         with controller(*args) as process:
-            wait_for(lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=20, what="ready")
+            wait_for(
+                lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=STARTUP_S, what="ready"
+            )
             wait_for(
                 lambda: "kube2haproxy_shared_listeners 1.0" in probe(listen, "/metrics")[1],
                 what="the shared listener counted",

@@ -25,7 +25,7 @@ from kube2haproxy.appliers.supervisor import Supervisor
 from kube2haproxy.errors import HAProxyUnavailable
 from testkit.backends import Backend, fleet, free_port, get, loopback_ip, probe, responders, serves
 from testkit.builders import JSON, service, slice_of, write_manifests
-from tests.live import haproxy_config, wait_for
+from tests.live import STARTUP_S, haproxy_config, wait_for
 
 
 @contextmanager
@@ -104,7 +104,9 @@ def test_supervised_with_manifests(tmp_path, haproxy_bin, backends):
     run_dir = tmp_path / "run"
     args = supervised_args(cluster.parent, run_dir, listen, haproxy_bin, "--log-format", "json")
     with controller(*args) as process:
-        wait_for(lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=20, what="readiness")
+        wait_for(
+            lambda: probe(listen, "/readyz") == (200, "ok\n"), timeout=STARTUP_S, what="readiness"
+        )
         assert probe(listen, "/healthz") == (200, "ok\n")
         assert serves(vip, port, {"a", "b"}) == {"a", "b"}
         assert oct((run_dir / "master.sock").stat().st_mode & 0o777) == "0o600"
@@ -196,7 +198,7 @@ def test_attached_leaves_the_file_until_synced_and_haproxy_running_on_exit(
     )
     common = attached(tmp_path, cfg, haproxy_bin, listen)
     with controller("--kubeconfig", str(kubeconfig), *common) as process:
-        wait_for(lambda: probe(listen, "/healthz")[0] == 200, what="liveness")
+        wait_for(lambda: probe(listen, "/healthz")[0] == 200, timeout=STARTUP_S, what="liveness")
         assert probe(listen, "/readyz") == (503, "waiting for the initial sync\n")
         assert cfg.read_text() == haproxy_config(tmp_path, vip, port, [a])
         process.send_signal(signal.SIGTERM)
@@ -206,7 +208,7 @@ def test_attached_leaves_the_file_until_synced_and_haproxy_running_on_exit(
     cluster = tmp_path / "cluster.yaml"
     write_cluster(cluster, [("web", vip, port)], b)
     with controller("--manifests", str(cluster), *common) as process:
-        wait_for(lambda: probe(listen, "/readyz")[0] == 200, what="readiness")
+        wait_for(lambda: probe(listen, "/readyz")[0] == 200, timeout=STARTUP_S, what="readiness")
         assert responders(vip, port) == {"b"}
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
@@ -259,7 +261,7 @@ def test_readiness_follows_the_attached_haproxy(tmp_path, haproxy_bin, backends,
     with controller(
         "--manifests", str(cluster), *attached(tmp_path, cfg, haproxy_bin, listen)
     ) as process:
-        wait_for(lambda: probe(listen, "/readyz")[0] == 200, what="readiness")
+        wait_for(lambda: probe(listen, "/readyz")[0] == 200, timeout=STARTUP_S, what="readiness")
         sidecar.stop(grace_s=2)
         wait_for(lambda: probe(listen, "/readyz")[0] == 503, timeout=45, what="unready")
         assert "does not answer" in probe(listen, "/readyz")[1]
