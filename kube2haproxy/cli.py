@@ -304,7 +304,9 @@ def _manifests_option(help_text: str) -> Callable[[F], F]:
     "API; a file that fails to parse keeps its last good content. (--manifests: the former "
     "name.)"
 )
-@settings_options("translate", "render", "paths", "haproxy", "timing", "observe", "kube", "publish")
+@settings_options(
+    "translate", "render", "paths", "haproxy", "applier", "timing", "observe", "kube", "publish"
+)
 def run(*, manifests: tuple[str, ...], **values: Any) -> None:
     """Keep HAProxy in step with the cluster (or with manifest files).
 
@@ -314,6 +316,9 @@ def run(*, manifests: tuple[str, ...], **values: Any) -> None:
     Attached (HAProxy runs beside us, e.g. a sidecar sharing a volume):
       kube2haproxy run --kubeconfig ~/.kube/config \\
           --master-socket /run/haproxy/master.sock --haproxy-config /etc/haproxy/haproxy.cfg
+    Through HAProxy's Data Plane API (HAProxy may run on another host):
+      kube2haproxy run --applier dataplane --dataplane-url http://haproxy:5555 \\
+          --dataplane-username kube2haproxy --dataplane-password-file /etc/kube2haproxy/pw
     """
     # Imported here: the Kubernetes client takes half a second to import, `render` needs none.
     from kube2haproxy import runner  # noqa: PLC0415

@@ -11,17 +11,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from kube2haproxy.capabilities import Version, parse_version
-from kube2haproxy.errors import CheckError, EnvironmentProblem
+from kube2haproxy.errors import CheckError, EnvironmentProblem, Kube2HAProxyError
 
 log = logging.getLogger(__name__)
 
@@ -192,16 +193,39 @@ def binary_version(binary: str, *, timeout_s: float = 30.0) -> Version:
         raise EnvironmentProblem(f"{binary} -vv: {exc}") from exc
 
 
-def check_text(text: str, *, binary: str, timeout_s: float, name: str = "<rendered>") -> str:
-    """Check a config that has no destination (render --check without -o); HAProxy's output
-    calls it `name`, not the temporary file it was checked in."""
+def check_text(
+    text: str,
+    *,
+    binary: str,
+    timeout_s: float,
+    name: str = "<rendered>",
+    files: Mapping[str, str] | None = None,
+    maps_dir: str = "",
+) -> str:
+    """Check a config that has no destination here (render --check without -o, a config for
+    another host); HAProxy's output calls it `name`, not the temporary file it was checked in.
+    `files`: the map files it names in `maps_dir`, checked beside it in the temporary
+    directory instead (only those very paths are redirected)."""
     with tempfile.TemporaryDirectory(prefix="kube2haproxy-") as tmp:
         path = Path(tmp) / "haproxy.cfg"
+        local = Path(tmp) / "maps"
+        if files:
+            write_files(local, files)
+            prefix = maps_dir.rstrip("/") + "/"
+            text = re.sub(
+                re.escape(prefix) + r"([^\s()]+)",
+                lambda m: f"{local}/{m[1]}" if m[1] in files else m[0],
+                text,
+            )
         path.write_text(text, encoding="utf-8")
+
+        def named(output: str) -> str:
+            return output.replace(str(path), name).replace(f"{local}/", f"{maps_dir}/")
+
         try:
-            return check(path, binary=binary, timeout_s=timeout_s).replace(str(path), name)
+            return named(check(path, binary=binary, timeout_s=timeout_s))
         except CheckError as exc:
-            raise CheckError(str(exc), output=exc.output.replace(str(path), name)) from exc
+            raise CheckError(str(exc), output=named(exc.output)) from exc
 
 
 def write_files(directory: Path, files: Mapping[str, str]) -> None:
@@ -241,19 +265,31 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-class Writer:
-    """Writes texts to one path atomically from a thread of its own: a runtime update need not
-    wait for 10 MB to reach the disk. The newest text wins (one handed over before the previous
-    was written replaces it); `flush` waits until everything handed over is written, and must
-    come before anything else writes the path, so that an older text never lands last."""
+class Background:
+    """Hands texts to `write` on a thread of its own, so that the caller need not wait for them
+    (10 MB to a disk, a config to a remote API). The newest text wins (one handed over before the
+    previous was written replaces it); `flush` waits until everything handed over is written,
+    and must come before anything else writes the same place, so that an older text never lands
+    last. A write that fails is logged (its error says what and where) and remembered in
+    `failed` until one succeeds."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, write: Callable[[str], None], *, what: str, name: str) -> None:
+        """`what` names the destination in the error of a `flush` that times out."""
+        self._write = write
+        self._what = what
         self._cond = threading.Condition()
         self._pending: str | None = None
         self._busy = False
-        self._thread = threading.Thread(target=self._run, name="config-writer", daemon=True)
+        self._closed = False
+        self.failed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def behind(self) -> bool:
+        """What was handed over may not be written: a write is pending, or the last failed."""
+        with self._cond:
+            return self._pending is not None or self._busy or self.failed
 
     def submit(self, text: str) -> None:
         with self._cond:
@@ -265,18 +301,42 @@ class Writer:
             if not self._cond.wait_for(
                 lambda: self._pending is None and not self._busy, timeout=timeout_s
             ):
-                raise EnvironmentProblem(f"{self.path}: a write did not finish in {timeout_s:g}s")
+                raise EnvironmentProblem(f"{self._what}: a write did not finish in {timeout_s:g}s")
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Write what is pending, then end the thread."""
+        try:
+            self.flush(timeout_s)
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending is not None)
-                text, self._pending, self._busy = self._pending or "", None, True
+                self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                if self._pending is None:
+                    return
+                text, self._pending, self._busy = self._pending, None, True
+            failed = True
             try:
-                write_atomic(self.path, text)
-            except EnvironmentProblem as exc:
+                self._write(text)
+                failed = False
+            except Kube2HAProxyError as exc:
                 log.error("%s", exc)
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._busy, self.failed = False, failed
                     self._cond.notify_all()
+
+
+class Writer(Background):
+    """Writes texts to one path atomically, in the background: a runtime update need not wait
+    for 10 MB to reach the disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            lambda text: write_atomic(path, text), what=str(path), name="config-writer"
+        )

@@ -89,6 +89,22 @@ class HAProxyUnavailable(EnvironmentProblem):
     tried again after a backoff."""
 
 
+class UnexpectedAnswer(HAProxyUnavailable):
+    """HAProxy's Data Plane API answered a request with a status the caller does not handle;
+    the message names the endpoint, the status and the API's own message. An HAProxy that
+    cannot be driven for now: the same config is tried again after a backoff."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AccessRefused(EnvironmentProblem):
+    """HAProxy's Data Plane API refused our credentials (401) or the operation (403). Nothing
+    was changed, nothing is remembered as refused: tried again after a backoff, and reported
+    until an operator fixes the user or its password."""
+
+
 class RuntimeUpdateError(Kube2HAProxyError):
     """A runtime update could not be applied as planned; the caller falls back to a reload."""
 

@@ -3,7 +3,9 @@
 Supervised when no master socket is given: we run HAProxy ourselves, starting it on the first
 config that passes `haproxy -c`, and stop it gracefully on SIGTERM. Attached otherwise: HAProxy is
 someone else's (a sidecar); we only write the file and talk to its master socket, and on SIGTERM
-we exit while HAProxy keeps serving the last config.
+we exit while HAProxy keeps serving the last config. With `--applier dataplane` HAProxy is
+reached through its Data Plane API only (it may run on another host): nothing to supervise, and
+nothing of its host to look at here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from types import FrameType
 
 from kube2haproxy import configfile
+from kube2haproxy.appliers.dataplane import DataplaneApplier
+from kube2haproxy.appliers.dataplane_client import DataplaneClient, read_password
 from kube2haproxy.appliers.master import MasterCLI
 from kube2haproxy.appliers.master_cli import MasterCLIApplier
 from kube2haproxy.appliers.runtime import RuntimeAPI
@@ -46,6 +50,7 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
     renderer = Renderer(settings.render, RenderPaths(paths.runtime_socket, paths.maps_dir))
     publisher = Publisher(settings.publish)  # and an unreadable password file
     checker = _checker(settings.haproxy.binary)  # and a missing or unsupported haproxy
+    client = _client(settings)  # and an unreadable Data Plane API password file
     metrics = Metrics()
     lock = Lock(Path(paths.lock))
     if paths.run_dir is not None:
@@ -59,6 +64,7 @@ def serve(settings: Settings, *, manifests: tuple[str, ...]) -> None:
             publisher=publisher,
             metrics=metrics,
             checker=checker,
+            client=client,
             manifests=manifests,
         )
     finally:
@@ -73,21 +79,40 @@ def _serve(
     publisher: Publisher,
     metrics: Metrics,
     checker: Capabilities,
+    client: DataplaneClient | None,
     manifests: tuple[str, ...],
 ) -> None:
     supervisor = _supervisor(settings, paths, metrics)
-    master = supervisor.master if supervisor is not None else MasterCLI(paths.master_socket)
-    applier = MasterCLIApplier(
-        config=Path(paths.config),
-        maps_dir=Path(paths.maps_dir),
-        binary=settings.haproxy.binary,
-        check_timeout_s=settings.haproxy.check_timeout_ms / 1000,
-        reload_timeout_s=settings.haproxy.reload_timeout_ms / 1000,
-        master=master,
-        runtime=RuntimeAPI(paths.runtime_socket),
-        supervisor=supervisor,
-        check_capabilities=checker,
-    )
+    applier: MasterCLIApplier | DataplaneApplier
+    host: LocalHost | None = None  # the Data Plane API's HAProxy: its host is not ours to see
+    if client is not None:
+        applier = DataplaneApplier(
+            client=client,
+            config=Path(paths.config),
+            maps_dir=paths.maps_dir,
+            binary=settings.haproxy.binary,
+            check_timeout_s=settings.haproxy.check_timeout_ms / 1000,
+            reload_timeout_s=settings.haproxy.reload_timeout_ms / 1000,
+            force_reload=settings.applier.dataplane_force_reload,
+        )
+        unanswered = f"Data Plane API {client.url} does not answer"
+        mode = f"through the Data Plane API at {client.url}"
+    else:
+        master = supervisor.master if supervisor is not None else MasterCLI(paths.master_socket)
+        applier = MasterCLIApplier(
+            config=Path(paths.config),
+            maps_dir=Path(paths.maps_dir),
+            binary=settings.haproxy.binary,
+            check_timeout_s=settings.haproxy.check_timeout_ms / 1000,
+            reload_timeout_s=settings.haproxy.reload_timeout_ms / 1000,
+            master=master,
+            runtime=RuntimeAPI(paths.runtime_socket),
+            supervisor=supervisor,
+            check_capabilities=checker,
+        )
+        host = LocalHost(pids=applier.pids, transparent=settings.render.bind_transparent)
+        unanswered = f"haproxy master {paths.master_socket} does not answer"
+        mode = "supervised" if supervisor is not None else f"attached to {paths.master_socket}"
     sources = _sources(settings, manifests, metrics)
     controller = Controller(
         settings=settings,
@@ -95,7 +120,7 @@ def _serve(
         applier=applier,
         renderer=renderer,
         metrics=metrics,
-        host=LocalHost(pids=applier.pids, transparent=settings.render.bind_transparent),
+        host=host,
         publish=publisher.publish if publisher.enabled else None,
     )
     # The longest an apply may legitimately keep the loop busy: a check, a reload, a margin.
@@ -108,7 +133,8 @@ def _serve(
     def silent() -> str:
         quiet = health.silence()
         since = f" for {quiet:.0f}s" if quiet is not None else ""
-        return f"haproxy master {paths.master_socket} does not answer{since}"
+        problem = getattr(applier, "problem", "")  # the Data Plane API says why
+        return f"{unanswered}{since}" + (f": {problem}" if problem else "")
 
     def live() -> tuple[bool, str]:
         if controller.stalled(stall_limit):
@@ -144,7 +170,6 @@ def _serve(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    mode = "supervised" if supervisor is not None else f"attached to {paths.master_socket}"
     log.info(
         "kube2haproxy %s, writing %s, sources: %s",
         mode,
@@ -163,6 +188,32 @@ def _serve(
         if supervisor is not None:
             log.info("stopping haproxy")
             supervisor.stop()
+
+
+def _client(settings: Settings) -> DataplaneClient | None:
+    """The Data Plane API's client with --applier dataplane (its password read once, here)."""
+    applier = settings.applier
+    if applier.kind != "dataplane":
+        return None
+    url, user = applier.dataplane_url, applier.dataplane_username
+    password_file = applier.dataplane_password_file
+    assert url is not None, "settings.check"
+    assert user is not None, "settings.check"
+    assert password_file is not None, "settings.check"
+    verify: bool | str = applier.dataplane_tls_verify
+    if verify and applier.dataplane_ca_file:
+        verify = applier.dataplane_ca_file
+    elif not verify:
+        log.warning(
+            "the Data Plane API's TLS certificate is not verified (--no-dataplane-tls-verify)"
+        )
+    return DataplaneClient(
+        url=url,
+        username=user,
+        password=read_password(password_file),
+        verify=verify,
+        timeout_s=applier.dataplane_timeout_ms / 1000,
+    )
 
 
 def _checker(binary: str) -> Capabilities:

@@ -12,6 +12,7 @@ and the user (where the run directory is, which config file) is resolved beside 
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,7 +273,8 @@ class PathSettings:
         default=None,
         metadata=_opt(
             "--haproxy-config",
-            "The haproxy.cfg the controller writes. Unset: <run-dir>/haproxy.cfg when supervised, "
+            "The haproxy.cfg the controller writes. Unset: <run-dir>/haproxy.cfg when supervised "
+            "or with --applier dataplane (a copy of what the API was given), "
             "/etc/haproxy/haproxy.cfg when attached. (--config: the former name.)",
             ValueKind.PATH,
             aliases=("--config",),
@@ -302,7 +304,7 @@ class PathSettings:
         metadata=_opt(
             "--runtime-socket",
             "Path of HAProxy's stats socket (runtime API), mode 600. Unset: admin.sock beside "
-            "the master socket (render: /run/haproxy/admin.sock).",
+            "the master socket (render and --applier dataplane: /run/haproxy/admin.sock).",
             ValueKind.PATH,
         ),
     )
@@ -311,7 +313,8 @@ class PathSettings:
         metadata=_opt(
             "--maps-dir",
             "Where the per-port layout's map files go (absolute). Unset: maps/ beside the config "
-            "(render to standard output: /etc/haproxy/maps).",
+            "(render to standard output, and --applier dataplane, the API's maps_dir: "
+            "/etc/haproxy/maps).",
             ValueKind.PATH,
         ),
     )
@@ -344,6 +347,87 @@ class HAProxySettings:
         metadata=_opt(
             "--reload-timeout",
             "Longest a reload may take before it counts as failed.",
+            ValueKind.DURATION,
+        ),
+    )
+
+
+APPLIERS = ("master-cli", "dataplane")
+
+
+@dataclass(frozen=True, slots=True)
+class ApplierSettings:
+    """How configs reach HAProxy: its master CLI and stats socket, or HAProxy's Data Plane API
+    (`run` only)."""
+
+    kind: str = field(
+        default="master-cli",
+        metadata=_opt(
+            "--applier",
+            "master-cli: drive HAProxy through its master CLI and stats socket (supervised or "
+            "--master-socket); dataplane: through HAProxy's Data Plane API (--dataplane-url).",
+            ValueKind.CHOICE,
+            choices=APPLIERS,
+        ),
+    )
+    dataplane_url: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--dataplane-url",
+            "Base URL of the Data Plane API, http[s]://host:port (its v3 API is under /v3); "
+            "--applier dataplane only.",
+        ),
+    )
+    dataplane_username: str | None = field(
+        default=None,
+        metadata=_opt("--dataplane-username", "The Data Plane API user (HTTP basic auth)."),
+    )
+    # A file, never a flag or a variable: a password on a command line is visible to every
+    # user of the host (ps), and in a pod spec to everyone who may read it.
+    dataplane_password_file: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--dataplane-password-file",
+            "File holding the Data Plane API user's password (one trailing newline ignored).",
+            ValueKind.PATH,
+        ),
+    )
+    dataplane_tls_verify: bool = field(
+        default=True,
+        metadata=_opt(
+            "--dataplane-tls-verify",
+            "Verify the Data Plane API's TLS certificate (https URLs).",
+            ValueKind.FLAG,
+        ),
+    )
+    dataplane_ca_file: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--dataplane-ca-file",
+            "CA certificates (PEM) the Data Plane API's certificate is verified against; unset: "
+            "the system's.",
+            ValueKind.PATH,
+        ),
+    )
+    # The controller debounces changes itself; the API's queue (reload_delay, 5 s by default)
+    # would only add latency, and a forced reload answers with its outcome.
+    dataplane_force_reload: bool = field(
+        default=True,
+        metadata=_opt(
+            "--dataplane-force-reload",
+            "Reload at once on each push and take the answer as the outcome; off: the API "
+            "queues the reload (its reload_delay) and it is followed by its id.",
+            ValueKind.FLAG,
+        ),
+    )
+    # Every runtime call answers in milliseconds; a config push waits longer (the API checks
+    # the config and reloads): --check-timeout plus --reload-timeout on top of this.
+    dataplane_timeout_ms: int = field(
+        default=10_000,
+        metadata=_opt(
+            "--dataplane-timeout",
+            "Longest wait for a Data Plane API answer (a config push: plus --check-timeout and "
+            "--reload-timeout).",
             ValueKind.DURATION,
         ),
     )
@@ -610,6 +694,7 @@ class Settings:
     render: RenderSettings = field(default_factory=RenderSettings)
     paths: PathSettings = field(default_factory=PathSettings)
     haproxy: HAProxySettings = field(default_factory=HAProxySettings)
+    applier: ApplierSettings = field(default_factory=ApplierSettings)
     timing: TimingSettings = field(default_factory=TimingSettings)
     observe: ObserveSettings = field(default_factory=ObserveSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
@@ -621,6 +706,7 @@ SECTIONS: dict[str, type[Any]] = {
     "render": RenderSettings,
     "paths": PathSettings,
     "haproxy": HAProxySettings,
+    "applier": ApplierSettings,
     "timing": TimingSettings,
     "observe": ObserveSettings,
     "kube": KubeSettings,
@@ -688,7 +774,59 @@ def check(settings: Settings) -> tuple[str, ...]:
             parse_listen(settings.observe.listen)
         except ValueError as exc:
             raise SettingError("--listen", str(exc)) from exc
+    notes.extend(_check_applier(settings))
     return tuple(notes)
+
+
+# http[s]://host[:port][/path]: no user information (credentials have flags of their own), no
+# query or fragment (the API's paths are appended).
+_URL = re.compile(r"(?P<scheme>https?)://(?P<authority>[^/?#\s]+)(?P<path>/[^?#\s]*)?")
+
+
+def _check_applier(settings: Settings) -> list[str]:
+    """--applier and the flags that go with it; the notes about flags it ignores."""
+    applier, notes = settings.applier, []
+    dataplane_flags = [
+        flag
+        for flag, value in (
+            ("--dataplane-url", applier.dataplane_url),
+            ("--dataplane-username", applier.dataplane_username),
+            ("--dataplane-password-file", applier.dataplane_password_file),
+            ("--dataplane-ca-file", applier.dataplane_ca_file),
+            ("--no-dataplane-tls-verify", not applier.dataplane_tls_verify),
+        )
+        if value
+    ]
+    if applier.kind != "dataplane":
+        if dataplane_flags:
+            notes.append(f"{', '.join(dataplane_flags)} ignored with --applier {applier.kind}")
+        return notes
+    for flag, value in (
+        ("--dataplane-url", applier.dataplane_url),
+        ("--dataplane-username", applier.dataplane_username),
+        ("--dataplane-password-file", applier.dataplane_password_file),
+    ):
+        if not value:
+            raise SettingError(flag, f"--applier dataplane needs {flag}")
+    url = _URL.fullmatch(applier.dataplane_url or "")
+    if url is None:
+        raise SettingError(
+            "--dataplane-url",
+            f"{applier.dataplane_url!r}: expected http://host:port or https://host:port",
+        )
+    if "@" in url["authority"]:  # never echoed: it may hold a password
+        raise SettingError(
+            "--dataplane-url",
+            "credentials do not go in the URL: give --dataplane-username and "
+            "--dataplane-password-file",
+        )
+    if settings.paths.master_socket:
+        notes.append("--master-socket is ignored with --applier dataplane")
+    if applier.dataplane_ca_file and not applier.dataplane_tls_verify:
+        notes.append("--dataplane-ca-file is ignored with --no-dataplane-tls-verify")
+    elif applier.dataplane_ca_file and url["scheme"] == "http":
+        notes.append("--dataplane-ca-file is ignored with an http:// --dataplane-url")
+    return notes
 
 
 @dataclass(frozen=True, slots=True)
@@ -707,7 +845,8 @@ class Paths:
 def resolve_paths(settings: Settings, *, uid: int, environ: dict[str, str], tmp: str) -> Paths:
     """Fill in the defaults that depend on the mode and the user (see the flags' help)."""
     paths = settings.paths
-    if paths.master_socket is None:
+    dataplane = settings.applier.kind == "dataplane"
+    if paths.master_socket is None or dataplane:
         if paths.run_dir is not None:
             run_dir = paths.run_dir
         elif uid == 0:
@@ -724,8 +863,15 @@ def resolve_paths(settings: Settings, *, uid: int, environ: dict[str, str], tmp:
         config = paths.haproxy_config or "/etc/haproxy/haproxy.cfg"
     runtime = paths.runtime_socket or posixpath.join(posixpath.dirname(master), "admin.sock")
     maps_dir = paths.maps_dir or maps_dir_beside(config)
+    if dataplane:
+        # The config names paths on the Data Plane API's host, where dataplaneapi's defaults
+        # are those of a packaged HAProxy; `config` is our copy of what it was given.
+        master = ""
+        runtime = paths.runtime_socket or RENDER_RUNTIME_SOCKET
+        maps_dir = paths.maps_dir or RENDER_MAPS_DIR
     lock = f"{run_dir}/kube2haproxy.lock" if run_dir is not None else f"{config}.lock"
-    return Paths(paths.master_socket is None, config, master, runtime, run_dir, maps_dir, lock)
+    supervised = paths.master_socket is None and not dataplane
+    return Paths(supervised, config, master, runtime, run_dir, maps_dir, lock)
 
 
 RENDER_RUNTIME_SOCKET = "/run/haproxy/admin.sock"  # what `render` writes when unset

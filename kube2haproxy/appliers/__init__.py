@@ -1,7 +1,8 @@
 """appliers: how a plan reaches HAProxy, one interchangeable implementation per module.
 
 `master_cli` drives an HAProxy through its master CLI and runtime API sockets (supervised or
-attached; every supported version), `recording` keeps what it is given (tests, dry runs). They
+attached; every supported version), `dataplane` through HAProxy's Data Plane API (REST, v3),
+`recording` keeps what it is given (tests, dry runs). They
 share one narrow protocol: apply a plan with its rendered config, observe what runs, say
 whether HAProxy answers and what its runtime API can change. The plan is structured data
 (plan.py); only an applier turns it into wire text. The file at the config path is always one

@@ -19,11 +19,15 @@ Endpoints (all under `/v3`, all behind HTTP basic auth):
     GET|PUT|DELETE      /services/haproxy/runtime/backends/{parent_name}/servers/{name}
     GET|POST            /services/haproxy/runtime/maps/{parent_name}/entries
     GET|PUT|DELETE      /services/haproxy/runtime/maps/{parent_name}/entries/{id}
+    GET|POST            /services/haproxy/storage/maps    (POST: multipart, part file_upload)
+    GET|DELETE          /services/haproxy/storage/maps/{name}
 
 The config a client POSTs must keep `stats socket <emulator.stats_socket> ... level admin` in
 its global section: the runtime endpoints talk to HAProxy there. Maps are files under
 `emulator.maps_dir`, named there by the map endpoints (`hosts` or `hosts.map` is
-`<maps_dir>/hosts.map`); a config uses them by that full path.
+`<maps_dir>/hosts.map`) and uploaded there by the storage endpoints; a config uses them by that
+full path. With `tls` (an `ssl.SSLContext` holding the server's certificate) the API is served
+over HTTPS, as dataplaneapi's `tls_certificate` does.
 
 Deviations from dataplaneapi, by design:
 - The posted config is stored as posted (with its version line); dataplaneapi re-serializes it
@@ -31,7 +35,8 @@ Deviations from dataplaneapi, by design:
 - A queued reload runs exactly `reload_delay_s` after it was queued (dataplaneapi: at its next
   ticker tick, 0 to reload_delay later).
 - Transactions, `X-Runtime-Actions`, backups (`GET raw?version=`) and `runtime_add_server`
-  fields outside a common subset are not emulated: 400 saying so.
+  fields outside a common subset are not emulated: 400 saying so. Neither is replacing a stored
+  map (`PUT storage/maps/{name}`): 405.
 - Request bodies are validated only for what the emulated endpoints act on (415, 422, 400).
 - An unknown backend in the runtime server endpoints is 404 (dataplaneapi's answer to it was not
   pinned down and is likely a 500).
@@ -39,6 +44,7 @@ Deviations from dataplaneapi, by design:
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -50,11 +56,13 @@ from tests.dataplane.maps import RuntimeMaps
 from tests.dataplane.reloads import ID_PATTERN
 from tests.dataplane.server import ApiServer, Recorded
 from tests.dataplane.servers import RuntimeServers
+from tests.dataplane.storage import StorageMaps
 from tests.dataplane.wire import JSON_TYPE, TEXT_TYPE, ApiError, Route
 
 RAW = "/services/haproxy/configuration/raw"
 SERVERS = "/services/haproxy/runtime/backends/{parent_name}/servers"
 ENTRIES = "/services/haproxy/runtime/maps/{parent_name}/entries"
+STORAGE = "/services/haproxy/storage/maps"
 
 
 class DataplaneEmulator:
@@ -80,6 +88,7 @@ class DataplaneEmulator:
         initial_config: str | None = None,
         maps_dir: Path | str | None = None,
         reload_timeout_s: float = 30.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """`initial_config`: what HAProxy starts with (as version 1); by default a minimal one
         with only the stats socket. `reload_delay_s`: how long a queued reload waits for more
@@ -96,8 +105,9 @@ class DataplaneEmulator:
         self.configuration = ConfigurationEndpoints(self.haproxy, reload_delay_s=reload_delay_s)
         self.runtime_servers = RuntimeServers(self._command, capabilities=self.haproxy.capabilities)
         self.runtime_maps = RuntimeMaps(self._command, maps_dir=self.haproxy.maps_dir)
+        self.storage_maps = StorageMaps(self.haproxy.maps_dir, config=self.haproxy.read)
         self.http = ApiServer(
-            self._routes(), user=user, password=password, version=self.haproxy.version
+            self._routes(), user=user, password=password, version=self.haproxy.version, tls=tls
         )
 
     # --- what tests use -------------------------------------------------------------------
@@ -187,6 +197,7 @@ class DataplaneEmulator:
 
     def _routes(self) -> list[Route]:
         config, servers, maps = self.configuration, self.runtime_servers, self.runtime_maps
+        storage = self.storage_maps
         text_or_json = (TEXT_TYPE, JSON_TYPE)
         return [
             Route("GET", "/info", config.info),
@@ -208,6 +219,10 @@ class DataplaneEmulator:
             Route("GET", ENTRIES + "/{id}", maps.get_entry),
             Route("PUT", ENTRIES + "/{id}", maps.replace_entry),
             Route("DELETE", ENTRIES + "/{id}", maps.delete_entry),
+            Route("GET", STORAGE, storage.list_maps),
+            Route("POST", STORAGE, storage.create_map),
+            Route("GET", STORAGE + "/{name}", storage.get_map, ("application/octet-stream",)),
+            Route("DELETE", STORAGE + "/{name}", storage.delete_map),
         ]
 
     def _command(self, command: str) -> str:

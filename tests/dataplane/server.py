@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
+import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -51,7 +54,13 @@ class ApiServer:
     """A threaded HTTP server on 127.0.0.1 and an ephemeral port answering `routes`."""
 
     def __init__(
-        self, routes: list[Route], *, user: str, password: str, version: Callable[[], int]
+        self,
+        routes: list[Route],
+        *,
+        user: str,
+        password: str,
+        version: Callable[[], int],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.routes = routes
         self._credentials = f"{user}:{password}".encode()
@@ -60,10 +69,21 @@ class ApiServer:
         self.errors: list[BaseException] = []  # unexpected exceptions in handlers: a bug
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()  # open: a stopped API drops them
         api = self
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as Go's server
+
+            def setup(self) -> None:
+                super().setup()
+                with api._lock:
+                    api._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with api._lock:
+                    api._connections.discard(self.connection)
+                super().finish()
 
             def do_GET(self) -> None:
                 api._serve(self)
@@ -75,11 +95,22 @@ class ApiServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            # The handshake runs in the handler's thread, not in accept(): a client that
+            # refuses the certificate must not stall the server.
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self._scheme = "https"
+            # A client that refuses our certificate ends its connection in the handshake:
+            # what a TLS server sees every day, not a traceback.
+            self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> None:
         # A short poll: shutdown() waits for it, and every test stops an emulator.
@@ -89,10 +120,15 @@ class ApiServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop answering: no new connection, and the open ones (keep-alive) are closed."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
 
     def fail_next(
         self, status: int, message: str, *, path_prefix: str | None, method: str | None, times: int
