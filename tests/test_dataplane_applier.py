@@ -17,15 +17,25 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
-import requests
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from kube2haproxy.appliers import Config
 from kube2haproxy.appliers.dataplane import DataplaneApplier
 from kube2haproxy.appliers.dataplane_client import DataplaneClient
 from kube2haproxy.controller import Controller
+from kube2haproxy.deployed import (
+    RouteChange,
+    RuntimeOps,
+    ServerAdd,
+    ServerDelete,
+    SlotChange,
+    loaded,
+)
 from kube2haproxy.errors import (
     AccessRefused,
     CheckError,
@@ -44,20 +54,20 @@ from kube2haproxy.settings import (
     TimingSettings,
     TranslateSettings,
 )
-from tests.builders import ScriptedSource, endpoint, endpoint_slice, service
-from tests.dataplane import DataplaneEmulator
-from tests.live import (
+from testkit.backends import (
     Backend,
-    Traffic,
+    fleet,
     free_port,
     get,
-    haproxy_config,
     loopback_ip,
     responders,
     routes,
     serves,
-    wait_for,
 )
+from testkit.builders import JSON, endpoint_slice, service, slice_of
+from tests.dataplane import DataplaneEmulator
+from tests.live import Traffic, haproxy_config, wait_for
+from tests.pipeline import ScriptedSource, run
 
 pytestmark = pytest.mark.haproxy
 
@@ -74,12 +84,14 @@ SETTINGS = Settings(
         drift_check_interval_ms=0,
     ),
 )
+# A reload of no model: the tests of the edge give the config text themselves.
+RELOAD = Plan(Action.RELOAD, loaded(Model()))
 
 
 def client_for(
     emu: DataplaneEmulator, *, password: str = PASSWORD, **kw: object
 ) -> DataplaneClient:
-    options: dict = {"verify": True, "timeout_s": 5.0} | kw
+    options: dict[str, Any] = {"verify": True, "timeout_s": 5.0} | kw
     return DataplaneClient(url=emu.url, username=USER, password=password, **options)
 
 
@@ -88,7 +100,7 @@ def applier_for(
 ) -> DataplaneApplier:
     local = tmp / "local"
     local.mkdir(exist_ok=True)
-    options: dict = {
+    options: dict[str, Any] = {
         "client": client_for(emu),
         "config": local / "haproxy.cfg",
         "maps_dir": str(emu.maps_dir),
@@ -154,21 +166,16 @@ def serving(
         assert not emu.errors
 
 
-@pytest.fixture
-def fleet() -> Iterator[list[Backend]]:
-    port = free_port("127.0.0.1")
-    made = [Backend(f"b{i}", port=port, keepalive=True) for i in range(12)]
-    yield made
-    for backend in made:
-        backend.close()
+@pytest.fixture(name="fleet")
+def twelve_backends() -> Iterator[list[Backend]]:
+    with fleet((f"b{i}" for i in range(12)), keepalive=True) as made:
+        yield made
 
 
-def web_slice(*backends: Backend, terminating: tuple[Backend, ...] = (), name: str = "web-a"):
-    port = (backends or terminating)[0].port
-    endpoints = [endpoint(b.ip, ready=True) for b in backends] + [
-        endpoint(b.ip, ready=False, serving=True, terminating=True) for b in terminating
-    ]
-    return endpoint_slice("web", name=name, endpoints=endpoints, ports=[("http", port)])
+def web_slice(
+    *backends: Backend, terminating: tuple[Backend, ...] = (), name: str = "web-a"
+) -> JSON:
+    return slice_of("web", *backends, name=name, terminating=terminating)
 
 
 def started(served: Served, vip: str, port: int, *backends: Backend) -> None:
@@ -176,6 +183,10 @@ def started(served: Served, vip: str, port: int, *backends: Backend) -> None:
     served.source.put(web_slice(*backends))
     served.source.synced()
     wait_for(served.controller.ready.is_set, what="the first config")
+
+
+def reloaded(served: Served, before: int) -> bool:
+    return served.controller.reloads > before
 
 
 def without_version(text: str) -> str:
@@ -219,7 +230,7 @@ def test_reloads_drop_nothing_and_route_to_exactly_the_new_backends(tmp_path, ha
                 )
                 for obj in objects:
                     served.source.put(obj)
-                wait_for(lambda r=reloads: served.controller.reloads > r, what=label)
+                wait_for(partial(reloaded, served, reloads), what=label)
                 assert serves(vip, port, expected) == expected, label
             done = traffic.ok
             wait_for(lambda: traffic.ok > done + 20, what="traffic after the last change")
@@ -241,11 +252,14 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
     port = free_port(vip)
     b = {backend.name: backend for backend in fleet}
     with serving(tmp_path, haproxy_bin) as served:
-        started(served, vip, port, b["b0"], b["b1"])
+        # Five endpoints: 16 lines (at least 4 free, in blocks of 8). The API adds no server:
+        # a scale-up fills lines HAProxy runs already, and a scale-down below a block parks the
+        # lines beyond the smaller count and keeps them.
+        started(served, vip, port, *(b[f"b{i}"] for i in range(5)))
         reloads = served.reloads()
         controller = served.controller
 
-        def step(label: str, slice_obj: dict, expected: set[str]) -> None:
+        def step(label: str, slice_obj: JSON, expected: set[str]) -> None:
             updates = controller.runtime_updates
             served.source.put(slice_obj)
             wait_for(lambda: controller.runtime_updates > updates, what=label)
@@ -253,6 +267,7 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
 
         with Traffic(vip, port) as traffic:
             wait_for(lambda: traffic.ok > 20, what="traffic")
+            step("below a block", web_slice(b["b0"], b["b1"]), {"b0", "b1"})
             for n in range(3, 9):  # scale up one by one, into the free slots
                 names = [f"b{i}" for i in range(n)]
                 step(f"scale up to {n}", web_slice(*(b[x] for x in names)), set(names))
@@ -287,11 +302,17 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
         # The API's file follows what runs (written without a reload, in the background).
         served.applier.pusher.sync.flush()
         assert served.pushes("skip_reload") >= 1
-        model = controller.applied_model
-        rendered = controller._renderer.render(model)
+        deployed = controller.deployed
+        assert deployed is not None
+        rendered = controller._renderer.render(deployed.model)
         assert without_version(served.emu.config_text()) == rendered
-        assert served.applier.observe().servers == {
-            (backend.name, s.name): s for backend in model.backends for s in backend.servers
+        # What runs: the file's lines, and the parked ones kept beyond a smaller count.
+        running = served.applier.observe()
+        assert running is not None
+        assert running.servers == {
+            (name, s.name): s
+            for name, backend in deployed.backends.items()
+            for s in backend.servers
         }
 
 
@@ -340,7 +361,9 @@ def test_drift_is_found_and_corrected_through_the_api(tmp_path, haproxy_bin, fle
     with serving(tmp_path, haproxy_bin, settings) as served:
         started(served, vip, port, fleet[0], fleet[1])
         reloads = served.reloads()
-        backend = served.controller.applied_model.backends[0]
+        model = served.controller.applied_model
+        assert model is not None
+        backend = model.backends[0]
         slot = next(s.name for s in backend.servers if s.address == fleet[1].address)
         # Someone drains b1 by hand (HAProxy's drain: the state the API misreads as "maint").
         assert served.emu.haproxy.command(f"set server {backend.name}/{slot} state drain") == ""
@@ -360,22 +383,23 @@ def test_observe_reads_what_runs_through_the_apis_misreading(
     """A slot the config parked (`disabled`), filled at runtime, then drained by hand: the API
     says "maint" (admin 12 read as hex); observe says what runs."""
     from kube2haproxy import plan as planner
+    from kube2haproxy.layouts import layout
     from kube2haproxy.model import ServerState
-    from tests.builders import run
 
     vip = loopback_ip()
     port = free_port(vip)
     paths = RenderPaths(runtime_socket=str(emulator.stats_socket), maps_dir=str(emulator.maps_dir))
     renderer = Renderer(RenderSettings(), paths)
     applier = applier_for(emulator, tmp_path, haproxy_bin)
+    scope = planner.Scope(layout("per-service"), abilities=applier.abilities())
 
     def model(*backends: Backend) -> Model:
         objects = (service("web", cluster_ips=[vip], ports=[("http", port)]), web_slice(*backends))
         return run(*objects, allow_loopback_endpoints=True).model
 
-    first = model(fleet[0])
-    applier.apply(planner.plan(None, first), Config(renderer.render(first)))
-    second = planner.plan(first, model(fleet[0], fleet[1]))
+    first = planner.plan(None, model(fleet[0]), scope)
+    applier.apply(first, Config(renderer.render(first.model)))
+    second = planner.plan(first.deployed, model(fleet[0], fleet[1]), scope)
     assert second.action is Action.RUNTIME
     applier.apply(second, Config(renderer.render(second.model)))
     [backend] = second.model.backends
@@ -401,7 +425,9 @@ def test_observe_reads_what_runs_through_the_apis_misreading(
         assert seen() is state, command
     # Back to the model through the API: weight restored, served again, no reload.
     reloads = emulator.haproxy.processes().reloads
-    fix = planner.correct(second.model, applier.observe().servers)
+    running = applier.observe()
+    assert running is not None
+    fix = planner.correct(second.deployed, running.servers, scope)
     assert fix.action is Action.RUNTIME
     applier.apply(fix, Config(renderer.render(fix.model)))
     assert seen() is ServerState.READY
@@ -466,7 +492,7 @@ def test_a_config_the_api_refuses_keeps_the_last_good_one_serving(
         f"    stats socket {tmp_path}/admin.sock mode 600 level admin\n", socket_line
     )
     applier = applier_for(emulator, tmp_path, haproxy_bin)
-    applier.apply(Plan(Action.RELOAD, Model()), Config(good))
+    applier.apply(RELOAD, Config(good))
     assert get(vip, port) == "b0"
     version = emulator.version
     other = good.replace(fleet[0].address, fleet[1].address)
@@ -475,24 +501,24 @@ def test_a_config_the_api_refuses_keeps_the_last_good_one_serving(
     said = "[ALERT] (1) : config : parsing [haproxy.cfg:12] : unknown keyword 'x'"
     emulator.fail_next(400, said, path_prefix=RAW, method="POST")
     with Traffic(vip, port) as traffic, pytest.raises(ConfigRefused) as refused:
-        applier.apply(Plan(Action.RELOAD, Model()), Config(other))
+        applier.apply(RELOAD, Config(other))
     assert traffic.failures == []
     assert refused.value.output == said
     assert "400" in str(refused.value) and "haproxy.cfg.rejected" in str(refused.value)
     assert (tmp_path / "local" / "haproxy.cfg.rejected").read_text() == other
     assert emulator.version == version and get(vip, port) == "b0"
     with pytest.raises(ConfigRefused, match="refused this exact config already"):
-        applier.apply(Plan(Action.RELOAD, Model()), Config(other))  # not sent again
+        applier.apply(RELOAD, Config(other))  # not sent again
 
     # HAProxy itself refuses it at the reload: an address this host does not have.
     unbindable = good + "frontend fe_elsewhere\n    bind 192.0.2.1:1\n    default_backend web\n"
     with pytest.raises(ConfigRefused) as refused:
-        applier.apply(Plan(Action.RELOAD, Model()), Config(unbindable))
+        applier.apply(RELOAD, Config(unbindable))
     assert "192.0.2.1" in refused.value.output  # HAProxy's own words
     assert emulator.version == version  # the API put the last good file back
     assert without_version(emulator.config_text()) == good
     wait_for(lambda: responders(vip, port, requests=5) == {"b0"}, what="the old config serving")
-    applier.apply(Plan(Action.RELOAD, Model()), Config(other))
+    applier.apply(RELOAD, Config(other))
     assert responders(vip, port) == {"b1"}
     applier.close()
 
@@ -501,8 +527,6 @@ def test_a_reload_the_api_reports_but_haproxy_does_not_run_is_not_taken_for_done
     tmp_path, haproxy_bin, emulator, fleet
 ):
     """The new worker is confirmed as with the master CLI: by what it runs."""
-    from tests.builders import run
-
     vip = loopback_ip()
     port = free_port(vip)
     paths = RenderPaths(runtime_socket=str(emulator.stats_socket), maps_dir=str(emulator.maps_dir))
@@ -515,7 +539,7 @@ def test_a_reload_the_api_reports_but_haproxy_does_not_run_is_not_taken_for_done
             web_slice(backend),
             allow_loopback_endpoints=True,
         ).model
-        return Plan(Action.RELOAD, model), Config(renderer.render(model))
+        return Plan(Action.RELOAD, loaded(model)), Config(renderer.render(model))
 
     applier.apply(*plan(fleet[0]))
     assert get(vip, port) == "b0"
@@ -543,10 +567,10 @@ def test_a_409_race_is_retried_and_a_lasting_one_reported(
         text = haproxy_config(tmp_path, vip, port, [backend])
         return Config(text.replace(f"{tmp_path}/admin.sock", str(emulator.stats_socket)))
 
-    applier.apply(Plan(Action.RELOAD, Model()), config(fleet[0]))
+    applier.apply(RELOAD, config(fleet[0]))
     with Traffic(vip, port) as traffic:
         other_writer = emulator.bump_version()  # another writer won the race
-        applier.apply(Plan(Action.RELOAD, Model()), config(fleet[1]))
+        applier.apply(RELOAD, config(fleet[1]))
         wait_for(lambda: responders(vip, port, requests=5) == {"b1"}, what="b1")
         statuses = [r.status for r in emulator.requests if r.path == RAW]
         assert statuses[-2:] == [409, 201]
@@ -556,9 +580,9 @@ def test_a_409_race_is_retried_and_a_lasting_one_reported(
         # A writer that keeps winning: reported, nothing lost, and the next apply goes through.
         emulator.fail_next(409, "version in configuration file is 9", path_prefix=RAW, times=4)
         with pytest.raises(HAProxyUnavailable, match="409 4 times in a row"):
-            applier.apply(Plan(Action.RELOAD, Model()), config(fleet[2]))
+            applier.apply(RELOAD, config(fleet[2]))
         assert responders(vip, port, requests=5) == {"b1"}
-        applier.apply(Plan(Action.RELOAD, Model()), config(fleet[2]))
+        applier.apply(RELOAD, config(fleet[2]))
         wait_for(lambda: responders(vip, port, requests=5) == {"b2"}, what="b2")
     assert traffic.failures == []
     applier.close()
@@ -574,14 +598,14 @@ def test_wrong_credentials_are_a_clear_error_and_change_nothing(
         f"{tmp_path}/admin.sock", str(emulator.stats_socket)
     )
     good = applier_for(emulator, tmp_path, haproxy_bin)
-    good.apply(Plan(Action.RELOAD, Model()), Config(text))
+    good.apply(RELOAD, Config(text))
     version = emulator.version
     wrong = "not-" + PASSWORD
     applier = applier_for(
         emulator, tmp_path, haproxy_bin, client=client_for(emulator, password=wrong)
     )
     with pytest.raises(AccessRefused) as refused:
-        applier.apply(Plan(Action.RELOAD, Model()), Config(text.replace("b0", "b1")))
+        applier.apply(RELOAD, Config(text.replace("b0", "b1")))
     message = str(refused.value)
     assert "401 unauthorized" in message and repr(USER) in message
     assert "--dataplane-password-file" in message
@@ -621,7 +645,7 @@ def test_the_password_never_shows_in_logs_or_errors(tmp_path, haproxy_bin, emula
     text = f"global\n    stats socket {emulator.stats_socket} mode 600 level admin\n"
     for _ in range(2):
         try:
-            applier.apply(Plan(Action.RELOAD, Model()), Config(text))
+            applier.apply(RELOAD, Config(text))
         except HAProxyUnavailable as exc:  # the 500 with the echo
             said.append(str(exc))
     assert said and "500" in said[0] and "***" in said[0]
@@ -634,42 +658,98 @@ def test_the_password_never_shows_in_logs_or_errors(tmp_path, haproxy_bin, emula
 
 
 @dataclass(frozen=True, slots=True)
-class FuturePlan(Plan):
-    """A plan of a later plan.py, with changes this applier does not know."""
+class FutureOps(RuntimeOps):
+    """The runtime changes of a later deployed.py, with an operation this applier does not
+    know."""
 
-    map_entries: tuple[tuple[str, str], ...] = ()
+    weights: tuple[SlotChange, ...] = ()
 
 
 def test_a_runtime_plan_beyond_server_slots_is_refused_for_a_full_push(
     tmp_path, haproxy_bin, fleet
 ):
+    """The planner gives this applier slot changes only (its abilities): anything more in a
+    runtime plan is refused before a request goes out, and the controller pushes instead."""
+    from kube2haproxy.slots import parked_line
+
     vip = loopback_ip()
     port = free_port(vip)
     with serving(tmp_path, haproxy_bin) as served:
         started(served, vip, port, fleet[0])
-        model = served.controller.applied_model
-        [backend] = model.backends
-        moved = tuple(
-            s._replace(ip=fleet[1].ip, address=fleet[1].address)
-            if s.address == fleet[0].address
-            else s
-            for s in backend.servers
-        )
-        changed = replace(model, backends=(replace(backend, servers=moved),))
+        deployed = served.controller.deployed
+        assert deployed is not None
+        [backend] = deployed.model.backends
+        [slot] = [s for s in backend.servers if s.address == fleet[0].address]
+        moved = slot._replace(ip=fleet[1].ip, address=fleet[1].address)
+        servers = tuple(moved if s is slot else s for s in backend.servers)
+        model = replace(deployed.model, backends=(replace(backend, servers=servers),))
+        changed = replace(deployed, model=model)
+        grow = (SlotChange(backend.name, slot, moved),)
+        extra = parked_line(len(backend.servers))
         config = Config(served.emu.config_text())
-        for plan in (
-            FuturePlan(Action.RUNTIME, changed, map_entries=(("10.0.0.1", "web"),)),
-            Plan(Action.RUNTIME, changed, changes=Changes(frontends_changed=("fe",))),
+        for ops, beyond in (
+            (RuntimeOps(adds=(ServerAdd(backend.name, extra, backend.name),), grow=grow), "adds"),
+            (RuntimeOps(grow=grow, routes=(RouteChange(port, "m", vip, None, "b"),)), "routes"),
+            (RuntimeOps(grow=grow, deletes=(ServerDelete(backend.name, extra.name),)), "deletes"),
+            (FutureOps(grow=grow, weights=grow), "weights"),
         ):
-            with pytest.raises(RuntimeUpdateError, match="server slots at runtime"):
-                served.applier.apply(plan, config)
+            with pytest.raises(RuntimeUpdateError, match=f"server slots at runtime, not {beyond}$"):
+                served.applier.apply(Plan(Action.RUNTIME, changed, ops=ops), config)
+        others = Plan(
+            Action.RUNTIME,
+            changed,
+            ops=RuntimeOps(grow=grow),
+            changes=Changes(frontends_changed=("fe",)),
+        )
+        with pytest.raises(RuntimeUpdateError, match="not changes other than endpoints"):
+            served.applier.apply(others, config)
         assert served.pushes() == 1
+        assert not [r for r in served.emu.requests if r.method == "PUT"]
         assert responders(vip, port) == {"b0"}
         # The controller's answer to it: a full push.
-        served.controller._execute(FuturePlan(Action.RUNTIME, changed, map_entries=(("a", "b"),)))
+        adds = RuntimeOps(adds=(ServerAdd(backend.name, extra, backend.name),), grow=grow)
+        served.controller._execute(Plan(Action.RUNTIME, changed, ops=adds))
         assert served.controller.metrics.runtime_updates.labels("fallback")._value.get() == 1
         assert served.pushes() == 2
         assert responders(vip, port) == {"b1"}
+
+
+def test_what_the_api_cannot_change_at_runtime_is_planned_as_a_push(tmp_path, haproxy_bin, fleet):
+    """No server line is added through the API: a scale-up past the lines HAProxy runs is
+    planned as a reload (`slots`), not tried at runtime and fallen back from; once the lines
+    run, the same endpoints come and go without one."""
+    from kube2haproxy.deployed import Abilities
+
+    vip = loopback_ip()
+    port = free_port(vip)
+    with serving(tmp_path, haproxy_bin) as served:
+        assert served.applier.abilities() == Abilities(
+            add_servers=False, delete_servers=False, routes=False
+        )
+        controller = served.controller
+        metrics = controller.metrics
+        four, five = {b.name for b in fleet[:4]}, {b.name for b in fleet[:5]}
+        started(served, vip, port, *fleet[:4])  # 8 lines: at least 4 free, in blocks of 8
+        with Traffic(vip, port) as traffic:
+            wait_for(lambda: traffic.ok > 20, what="traffic")
+            served.source.put(web_slice(*fleet[:5]))  # 16 lines
+            wait_for(lambda: metrics.reload_reasons.labels("slots")._value.get() == 1, what="push")
+            assert serves(vip, port, five) == five
+
+            def step(slice_obj: JSON, expected: set[str]) -> None:
+                updates = controller.runtime_updates
+                served.source.put(slice_obj)
+                wait_for(lambda: controller.runtime_updates > updates, what="a runtime update")
+                assert serves(vip, port, expected) == expected
+
+            step(web_slice(*fleet[:4]), four)
+            step(web_slice(*fleet[:5]), five)
+            done = traffic.ok
+            wait_for(lambda: traffic.ok > done + 20, what="traffic after the last change")
+        assert traffic.failures == [], traffic.failures[:5]
+        assert metrics.runtime_updates.labels("fallback")._value.get() == 0
+        assert controller.reloads == 2
+        assert served.pushes() == 2
 
 
 # --- map files: the per-port layout -----------------------------------------------------------
@@ -698,6 +778,12 @@ def test_per_port_maps_go_through_the_api_storage(tmp_path, haproxy_bin, fleet):
             wait_for(lambda: routes(other, port) == {"b1"}, what="api routed")
             assert responders(vip, port) == {"b0"}
         assert traffic.failures == []
+        # No map entry through the API: a new service is a push (a reload), planned as one.
+        # (The controller counts the reload once apply returned: traffic may be served first.)
+        metrics = served.controller.metrics
+        services = metrics.reload_reasons.labels("services")
+        wait_for(lambda: services._value.get() == 1, what="the reload counted")
+        assert metrics.runtime_updates.labels("fallback")._value.get() == 0
         # The new map is stored, the old one deleted once no running config names it.
         now = sorted(p.name for p in served.emu.maps_dir.iterdir())
         assert len(now) == 1 and now != maps
@@ -715,7 +801,7 @@ def test_a_maps_dir_other_than_the_apis_is_reported(tmp_path, haproxy_bin, emula
         "backend b\n"
     )
     with pytest.raises(Exception, match="set --maps-dir to the API's maps_dir"):
-        applier.apply(Plan(Action.RELOAD, Model()), Config(text, {"port-1-x.map": "1.2.3.4 b\n"}))
+        applier.apply(RELOAD, Config(text, {"port-1-x.map": "1.2.3.4 b\n"}))
     applier.close()
 
 
@@ -733,16 +819,16 @@ def test_queued_reloads_are_followed_by_their_id(tmp_path, haproxy_bin, fleet):
             text = haproxy_config(tmp_path, vip, port, list(backends), extra)
             return Config(text.replace(f"{tmp_path}/admin.sock", socket_line))
 
-        applier.apply(Plan(Action.RELOAD, Model()), config(fleet[0]))
+        applier.apply(RELOAD, config(fleet[0]))
         assert get(vip, port) == "b0"  # served once apply returned
-        applier.apply(Plan(Action.RELOAD, Model()), config(fleet[1]))
+        applier.apply(RELOAD, config(fleet[1]))
         assert get(vip, port) == "b1"
         polled = [r for r in emu.requests if r.path.startswith("/v3/services/haproxy/reloads/")]
         assert polled and all(r.status == 200 for r in polled)
         assert not [r for r in emu.requests if "force_reload" in r.query]
         bad = config(fleet[1], extra="frontend fe_elsewhere\n    bind 192.0.2.1:1\n")
         with pytest.raises(ConfigRefused) as refused:
-            applier.apply(Plan(Action.RELOAD, Model()), bad)
+            applier.apply(RELOAD, bad)
         assert "192.0.2.1" in refused.value.output
         wait_for(lambda: responders(vip, port, requests=5) == {"b1"}, what="b1 serving on")
         applier.close()
@@ -762,7 +848,14 @@ def certificates(tmp: Path) -> tuple[ssl.SSLContext, Path]:
 
     now = datetime.datetime.now(datetime.UTC)
 
-    def issue(subject: str, key, issuer, signer, *, ca: bool) -> x509.Certificate:
+    def issue(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name,
+        signer: ec.EllipticCurvePrivateKey,
+        *,
+        ca: bool,
+    ) -> x509.Certificate:
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -820,7 +913,7 @@ def certificates(tmp: Path) -> tuple[ssl.SSLContext, Path]:
 def test_tls_is_verified_against_the_ca_file(tmp_path, haproxy_bin, monkeypatch):
     context, ca_file = certificates(tmp_path)
     # requests lets this variable override a session's CA file: ours must win.
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", requests.certs.where())
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", DEFAULT_CA_BUNDLE_PATH)
     with DataplaneEmulator(
         haproxy_bin, tmp_path / "api", user=USER, password=PASSWORD, tls=context
     ) as emu:
@@ -830,7 +923,7 @@ def test_tls_is_verified_against_the_ca_file(tmp_path, haproxy_bin, monkeypatch)
         )
         assert verified.healthy(), verified.problem
         text = f"global\n    stats socket {emu.stats_socket} mode 600 level admin\n"
-        verified.apply(Plan(Action.RELOAD, Model()), Config(text))
+        verified.apply(RELOAD, Config(text))
         assert without_version(emu.config_text()) == text
 
         # The system's CAs do not know ours: no request goes out, and it says why.
@@ -839,7 +932,7 @@ def test_tls_is_verified_against_the_ca_file(tmp_path, haproxy_bin, monkeypatch)
         assert "TLS failed" in system.problem and "--dataplane-ca-file" in system.problem
         assert "CERTIFICATE_VERIFY_FAILED" in system.problem
         with pytest.raises(HAProxyUnavailable, match="TLS failed"):
-            system.apply(Plan(Action.RELOAD, Model()), Config(text + "# other\n"))
+            system.apply(RELOAD, Config(text + "# other\n"))
 
         unverified = applier_for(emu, tmp_path, haproxy_bin, client=client_for(emu, verify=False))
         assert unverified.healthy()  # --no-dataplane-tls-verify: and no warning per request
@@ -859,7 +952,8 @@ def test_run_with_the_dataplane_applier_end_to_end(tmp_path, haproxy_bin):
 
     import yaml
 
-    from tests.test_run import controller, probe
+    from testkit.backends import probe
+    from tests.test_run import controller
 
     port = free_port("127.0.0.1")
     a, b = Backend("a", port=port), Backend("b", port=port)

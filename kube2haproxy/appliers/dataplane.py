@@ -10,10 +10,13 @@ servers of a backend the push changed. A config the API refuses (400: its `hapro
 reload) is ConfigRefused: the API keeps the last good one, and the same text is not sent again
 for a while.
 
-Endpoint churn: the plan's slot changes become PUTs of runtime servers (dataplane_servers.py),
-each answer checked; then the same config is pushed without a reload, from a thread of its own,
-so that the file on the API's host is what runs and a later reload loses nothing. Anything else
-a runtime plan holds is not tried here: RuntimeUpdateError, and the controller pushes in full.
+Endpoint churn: the plan's slot changes (`plan.ops.slots`: those that add capacity, then those
+that take it away) become PUTs of runtime servers (dataplane_servers.py), each answer checked;
+then the same config is pushed without a reload, from a thread of its own, so that the file on
+the API's host is what runs and a later reload loses nothing. `abilities()` says that is all it
+does at runtime: no server added or deleted, no map entry (the planner reloads for a scale-up
+past the slots and for a new or deleted service). Anything else a runtime plan holds is not
+tried here: RuntimeUpdateError, and the controller pushes in full.
 
 Never here: the password (the client holds it), HTTP (the client), HAProxy's processes (the
 API's host runs them).
@@ -21,11 +24,11 @@ API's host runs them).
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import fields, replace
 from pathlib import Path
 
 from kube2haproxy import configfile
@@ -39,6 +42,7 @@ from kube2haproxy.appliers.dataplane_servers import (
     slot_bodies,
 )
 from kube2haproxy.appliers.master_cli import RESEND_REFUSED_AFTER_S
+from kube2haproxy.deployed import Abilities, SlotChange
 from kube2haproxy.errors import (
     CheckError,
     ConfigRefused,
@@ -49,7 +53,7 @@ from kube2haproxy.errors import (
     UnexpectedAnswer,
 )
 from kube2haproxy.model import Backend, Model, Server, ServerState
-from kube2haproxy.plan import Action, Plan, SlotChange
+from kube2haproxy.plan import Action, Changes, Plan
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +61,9 @@ VERSION_LINE = "# _version="
 # How long a runtime server may take to show what a PUT set: from 3.0 a new address can read
 # as the old one for a moment (3.0.11 to 3.4.0: up to 6 in 300 changes; 2.6.12: never).
 SETTLE_S = 1.0
-# What a runtime plan may hold for this applier: server slots. A plan with anything more (a
-# field plan.py grows later) is pushed in full instead.
-RUNTIME_FIELDS = frozenset({"action", "model", "reasons", "details", "slots", "changes"})
+# What a runtime update may hold for this applier: slot changes. One with anything more (lines
+# added or deleted, map entries, an operation deployed.py grows later) is pushed in full instead.
+RUNTIME_OPS = frozenset({"grow", "shrink"})
 
 
 class DataplaneApplier:
@@ -125,6 +129,12 @@ class DataplaneApplier:
             return False
         self.problem = "" if state != "down" else "the Data Plane API reports HAProxy down"
         return not self.problem
+
+    def abilities(self) -> Abilities:
+        """Server slots only: the API's runtime server add takes its options as JSON fields,
+        not the rendered line's (a user template can render any), and a new service needs a
+        server added to its spare before its map entry can route to it."""
+        return Abilities(add_servers=False, delete_servers=False, routes=False)
 
     def close(self) -> None:
         try:
@@ -293,19 +303,21 @@ class DataplaneApplier:
         beyond = _beyond_slots(plan)
         if beyond:
             raise RuntimeUpdateError(
-                f"the Data Plane API applier updates server slots at runtime, not {beyond}"
+                "the Data Plane API applier updates server slots at runtime, not "
+                + ", ".join(beyond)
             )
         if dict(config.files) != dict(self._running.files):
             raise RuntimeUpdateError("map files changed: only a push delivers them")
         started = time.monotonic()
-        for change in plan.slots:
+        for change in plan.ops.slots:
             try:
                 self._apply_slot(change)
             except UnexpectedAnswer as exc:
                 raise RuntimeUpdateError(str(exc)) from exc
         elapsed = time.monotonic() - started
-        # HAProxy runs this text now (only server lines changed): the API's file follows, off
-        # the latency path. A full push waits for it first.
+        # HAProxy runs this text now (only server lines changed; lines beyond a smaller count
+        # run parked, as a reload would drop them): the API's file follows, off the latency
+        # path. A full push waits for it first.
         self.pusher.sync.submit(config.text)
         self._running, self._model = config, plan.model
         return ApplyReport(Outcome.UPDATED, apply_s=elapsed)
@@ -334,13 +346,12 @@ class DataplaneApplier:
 
 
 def _beyond_slots(plan: Plan) -> list[str]:
-    """What a runtime plan asks beyond server slots (fields plan.py may grow)."""
+    """What a runtime plan asks beyond server slots (operations deployed.py may grow too)."""
     extra = [
-        f.name
-        for f in dataclasses.fields(plan)
-        if f.name not in RUNTIME_FIELDS and getattr(plan, f.name)
+        f.name for f in fields(plan.ops) if f.name not in RUNTIME_OPS and getattr(plan.ops, f.name)
     ]
-    if not (plan.changes.empty or plan.changes.servers_only):
+    # Endpoints moved, and slot counts (lines beyond a smaller count are parked): nothing else.
+    if replace(plan.changes, servers_changed=(), slots_changed=()) != Changes():
         extra.append("changes other than endpoints")
     return extra
 

@@ -22,8 +22,8 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from kube2haproxy.deployed import SlotChange
 from kube2haproxy.model import Server, ServerState, hostport
-from kube2haproxy.plan import SlotChange
 
 Body = dict[str, Any]
 

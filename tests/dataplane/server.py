@@ -105,7 +105,7 @@ class ApiServer:
             self._scheme = "https"
             # A client that refuses our certificate ends its connection in the handshake:
             # what a TLS server sees every day, not a traceback.
-            self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
+            self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self._thread: threading.Thread | None = None
 
     @property
