@@ -49,6 +49,16 @@ def latency(
     return samples
 
 
+def latency_columns(samples: list[float]) -> str:
+    """p50, p99 and max of latency samples, as the tables print them."""
+    ordered = sorted(samples)
+    p99 = ordered[max(0, round(0.99 * len(ordered)) - 1)]
+    return (
+        f"{statistics.median(samples) * 1000:>6.1f}ms {p99 * 1000:>6.1f}ms "
+        f"{ordered[-1] * 1000:>6.1f}ms"
+    )
+
+
 def storm(
     api: FakeKubeAPI, runtime: RuntimeAPI, services: int, changes: int, seconds: float
 ) -> float:
@@ -118,11 +128,8 @@ def main() -> None:
                 storm_reloads = master.processes().reloads - reloads
                 worker_rss = worker_rss_mb(workdir)
                 slots = len(runtime.servers())  # once, after the measurements
-            ordered = sorted(samples)
-            p99 = ordered[max(0, round(0.99 * len(ordered)) - 1)]
             print(
-                f"{count:>8} {statistics.median(samples) * 1000:>6.1f}ms {p99 * 1000:>6.1f}ms "
-                f"{max(samples) * 1000:>6.1f}ms {storm_reloads:>13} {lag * 1000:>7.0f}ms "
+                f"{count:>8} {latency_columns(samples)} {storm_reloads:>13} {lag * 1000:>7.0f}ms "
                 f"{worker_rss:>7.0f} MB {slots:>7}",
                 flush=True,
             )

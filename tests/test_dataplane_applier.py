@@ -1,4 +1,4 @@
-"""The Data Plane API applier against the emulator of dataplaneapi v3.4.2 (tests/dataplane) with a
+"""The Data Plane API applier against the emulator of dataplaneapi v3.4.2 (testkit/dataplane) with a
 real HAProxy behind it, once per version under test: the traffic tests of the master-CLI applier
 (reloads drop nothing, endpoint churn never reloads, a refused config keeps the last good one
 serving, drift is corrected), and what only an API has: 409 races, wrong credentials, an API
@@ -65,7 +65,7 @@ from testkit.backends import (
     serves,
 )
 from testkit.builders import JSON, endpoint_slice, service, slice_of
-from tests.dataplane import DataplaneEmulator
+from testkit.dataplane import DataplaneEmulator
 from tests.live import Traffic, haproxy_config, wait_for
 from tests.pipeline import ScriptedSource, run
 

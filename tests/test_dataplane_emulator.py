@@ -1,4 +1,4 @@
-"""The Data Plane API emulator (tests/dataplane) against a real HAProxy, once per version under
+"""The Data Plane API emulator (testkit/dataplane) against a real HAProxy, once per version under
 test: the wire protocol a client sees (auth, versions, raw config, reloads, runtime servers and
 map entries, errors) and that what it reports is what the HAProxy behind it does, proved by
 real traffic to real backends."""
@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from testkit.backends import Backend, free_port, get, loopback_ip, routes
-from tests.dataplane import DataplaneEmulator
+from testkit.dataplane import DataplaneEmulator
 from tests.live import haproxy_config, wait_for
 
 pytestmark = pytest.mark.haproxy

@@ -50,14 +50,14 @@ from types import TracebackType
 from typing import Self
 
 from kube2haproxy.errors import HAProxyUnavailable
-from tests.dataplane.configuration import ConfigurationEndpoints
-from tests.dataplane.haproxy import DrivenHAProxy
-from tests.dataplane.maps import RuntimeMaps
-from tests.dataplane.reloads import ID_PATTERN
-from tests.dataplane.server import ApiServer, Recorded
-from tests.dataplane.servers import RuntimeServers
-from tests.dataplane.storage import StorageMaps
-from tests.dataplane.wire import JSON_TYPE, TEXT_TYPE, ApiError, Route
+from testkit.dataplane.configuration import ConfigurationEndpoints
+from testkit.dataplane.haproxy import DrivenHAProxy
+from testkit.dataplane.maps import RuntimeMaps
+from testkit.dataplane.reloads import ID_PATTERN
+from testkit.dataplane.server import ApiServer, Recorded
+from testkit.dataplane.servers import RuntimeServers
+from testkit.dataplane.storage import StorageMaps
+from testkit.dataplane.wire import JSON_TYPE, TEXT_TYPE, ApiError, Route
 
 RAW = "/services/haproxy/configuration/raw"
 SERVERS = "/services/haproxy/runtime/backends/{parent_name}/servers"

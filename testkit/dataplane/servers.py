@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kube2haproxy.capabilities import Capabilities, Version
-from tests.dataplane.wire import ApiError, Request, Response
+from testkit.dataplane.wire import ApiError, Request, Response
 
 Command = Callable[[str], str]
 

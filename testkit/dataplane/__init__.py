@@ -1,5 +1,6 @@
-"""An emulator of HAProxy's Data Plane API (dataplaneapi v3.4.2, REST under /v3) for tests,
-driving a real HAProxy behind it: see emulator.py for the endpoints and the deviations.
+"""An emulator of HAProxy's Data Plane API (dataplaneapi v3.4.2, REST under /v3) for tests
+and benchmarks, driving a real HAProxy behind it: see emulator.py for the endpoints and the
+deviations.
 
 Modules: emulator.py (the class: lifecycle, routes, what tests inspect and inject),
 configuration.py (config file and reload endpoints), servers.py and maps.py (the runtime server
@@ -9,6 +10,6 @@ responses and errors as the API writes them), haproxy.py (the supervised HAProxy
 file).
 """
 
-from tests.dataplane.emulator import DataplaneEmulator
+from testkit.dataplane.emulator import DataplaneEmulator
 
 __all__ = ["DataplaneEmulator"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.dataplane.wire import ApiError, Request, Response, Route, negotiate
+from testkit.dataplane.wire import ApiError, Request, Response, Route, negotiate
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,9 @@ class ApiServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as Go's server
+            # TCP_NODELAY, as Go sets on every connection: with Nagle, a reply's body waits for
+            # the client's delayed ACK of its headers (40 ms a request on Linux).
+            disable_nagle_algorithm = True
 
             def setup(self) -> None:
                 super().setup()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.dataplane.wire import ApiError, Request, Response
+from testkit.dataplane.wire import ApiError, Request, Response
 
 Command = Callable[[str], str]
 

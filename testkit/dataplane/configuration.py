@@ -20,9 +20,9 @@ from __future__ import annotations
 import threading
 
 from kube2haproxy.errors import CheckError, ConfigRefused
-from tests.dataplane.haproxy import DrivenHAProxy, with_version
-from tests.dataplane.reloads import ReloadAgent, ReloadFailed
-from tests.dataplane.wire import TEXT_TYPE, ApiError, Request, Response
+from testkit.dataplane.haproxy import DrivenHAProxy, with_version
+from testkit.dataplane.reloads import ReloadAgent, ReloadFailed
+from testkit.dataplane.wire import TEXT_TYPE, ApiError, Request, Response
 
 SPEC_VERSION = "v3.4.2"
 

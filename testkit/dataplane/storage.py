@@ -19,7 +19,7 @@ import email.policy
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.dataplane.wire import ApiError, Request, Response
+from testkit.dataplane.wire import ApiError, Request, Response
 
 
 class StorageMaps:
