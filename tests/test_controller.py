@@ -169,6 +169,19 @@ def test_a_storm_of_changes_is_one_apply():
     assert driven.configs[-1].count("\nfrontend ") == 200
 
 
+def test_the_first_config_translates_the_cluster_once():
+    """Nothing runs yet: the first config is a start, so the runtime debounce's early look
+    does not translate a cluster that the reload deadline translates again."""
+    driven = Driven()
+    for i in range(3):
+        driven.source.put(service(f"svc-{i}", cluster_ips=[f"10.96.1.{i + 1}"]))
+    driven.source.synced()
+    driven.settle()
+    assert len(driven.configs) == 1
+    metrics = driven.controller.metrics
+    assert sample(metrics, "kube2haproxy_translate_duration_seconds_count") == 1
+
+
 def test_a_continuous_stream_of_changes_is_applied_within_the_maximum_delay():
     """A change every 20 ms: the quiet period (50 ms) never comes; the maximum delay (300 ms)
     applies them all the same, about every 300 ms."""
