@@ -7,6 +7,7 @@ that set `Settings` fields are generated from the field declarations (settings.p
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -15,16 +16,21 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
-from kube2haproxy import __version__, dns, dryrun, logs, settings
-from kube2haproxy.errors import ExitCode, GrammarError, Kube2HAProxyError, StrictError
+from kube2haproxy import __version__, dns, dryrun, logs, remote, selectors, settings, tables
+from kube2haproxy.errors import ExitCode, GrammarError, InputError, Kube2HAProxyError, StrictError
+from kube2haproxy.explain import Explanation, explain
 from kube2haproxy.findings import Finding, Severity
 from kube2haproxy.grammar import duration_ms
 from kube2haproxy.layouts import layout
 from kube2haproxy.options import OptionSpec, ValueKind
 from kube2haproxy.render import duration
+from kube2haproxy.resources import Key
+from kube2haproxy.status import StatusReport
+from kube2haproxy.wire import encode
 
 F = Callable[..., Any]
 
@@ -374,6 +380,134 @@ def doctor_command(
     click.echo(doctor.as_json(checks) if fmt == "json" else doctor.text(checks), nl=False)
     if doctor.worst(checks) is doctor.Status.FAIL:
         sys.exit(ExitCode.CHECKS_FAILED)
+
+
+def _timeout_option(f: F) -> F:
+    return click.option(
+        "--timeout",
+        "timeout_ms",
+        type=str,
+        metavar="DURATION",
+        default="10s",
+        callback=_duration_option,
+        cls=_DurationOption,
+        help="Longest to wait for the controller's answer.",
+    )(f)
+
+
+@cli.command("status")
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", help="Only the services of this namespace.")
+@click.option(
+    "-l", "--selector", default="", help="Only the services matching this label selector."
+)
+@click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(["wide", "json"]),
+    help="wide: every VIP, frontend, HAProxy's view by state, the whole reason; json: all.",
+)
+@_timeout_option
+@settings_options("observe", only=frozenset({"listen"}))
+def status_command(
+    *,
+    name: str | None,
+    namespace: str | None,
+    selector: str,
+    fmt: str | None,
+    timeout_ms: int,
+    **values: Any,
+) -> None:
+    """Ask a running controller what it serves: every service port, its VIPs, its backend, its
+    endpoints as HAProxy sees them, and why a port is skipped or waits. NAME filters by
+    service name or namespace/name (a glob: 'web*').
+
+    \b
+    kube2haproxy status
+    kube2haproxy status -n shop -l app=web -o wide
+    kube2haproxy status --listen 10.0.0.5:9333 'shop/*'
+    """
+    chosen = settings_from(values)
+    try:
+        selectors.parse(selector)
+    except GrammarError as exc:
+        raise click.BadParameter(str(exc), param_hint="-l/--selector") from exc
+    url = remote.url_of(
+        chosen.observe.listen,
+        "/status",
+        {"namespace": namespace or "", "selector": selector, "name": name or ""},
+    )
+    found = remote.fetch(StatusReport, url, kind="Status", timeout_s=timeout_ms / 1000)
+    if fmt == "json":
+        click.echo(json.dumps(encode(found), indent=2))
+        return
+    click.echo(tables.summary(found), nl=False)
+    click.echo()
+    click.echo(tables.status_table(found, wide=fmt == "wide"), nl=False)
+
+
+@cli.command("explain")
+@click.argument("target", metavar="NAMESPACE/NAME[:PORT]")
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    metavar="PATH",
+    help="Explain from these manifests (as `render` reads them) instead of a running "
+    "controller. Repeatable.",
+)
+@click.option("-o", "--output", "fmt", type=click.Choice(["json"]), help="json: all of it.")
+@_timeout_option
+@settings_options("observe", only=frozenset({"listen"}))
+@settings_options("translate")
+@settings_options("render", only=frozenset({"frontend_layout"}))
+@settings_options("publish", only=frozenset({"dns_zone"}))
+def explain_command(
+    *, target: str, paths: tuple[str, ...], fmt: str | None, timeout_ms: int, **values: Any
+) -> None:
+    """The whole path of one Service: DNS records, VIP:port, frontend, backend and every
+    endpoint (pod, node, conditions, server line, HAProxy's view), and for each endpoint or
+    port left out, the rule that left it out. From a running controller (--listen), or with -f
+    from manifests (with the translation flags `render` takes).
+
+    \b
+    kube2haproxy explain shop/web
+    kube2haproxy explain shop/web:http -o json
+    kubectl get svc,endpointslices -A -o yaml | kube2haproxy explain -f - shop/web
+    """
+    chosen = settings_from(values)
+    key, port = _target(target)
+    found: Explanation | None
+    if paths:
+        published = dryrun.published(paths, chosen, now=time.time())
+        found = explain(published, key, now=published.at, source="manifests")
+        if found is None:
+            raise InputError(f"Service {key}: not in the manifests")
+    else:
+        path = f"/status/{quote(key.namespace, safe='')}/{quote(key.name, safe='')}"
+        url = remote.url_of(chosen.observe.listen, path)
+        found = remote.fetch(Explanation, url, kind="Explanation", timeout_s=timeout_ms / 1000)
+    if port is not None:
+        found = found.only(port)
+        if not found.ports:
+            raise InputError(f"Service {key} has no port {port!r}")
+    if fmt == "json":
+        click.echo(json.dumps(encode(found), indent=2))
+    else:
+        click.echo(tables.explanation(found), nl=False)
+
+
+def _target(text: str) -> tuple[Key, str | None]:
+    """NAMESPACE/NAME[:PORT] (a NAME alone is in namespace default, as kubectl has it)."""
+    rest, _, port = text.partition(":")
+    namespace, slash, name = rest.rpartition("/")
+    if not slash:
+        namespace = "default"
+    if not name or not namespace or "/" in namespace:
+        raise click.BadParameter(f"{text!r}: expected NAMESPACE/NAME[:PORT]", param_hint="TARGET")
+    return Key(namespace, name), port or None
 
 
 def report(findings: Sequence[Finding], *, verbose: bool) -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Protocol
 
 from kube2haproxy import gc_tuning
@@ -42,6 +43,7 @@ from kube2haproxy.render import Renderer
 from kube2haproxy.resources import JSON, Key, Kind
 from kube2haproxy.schedule import Due, Schedule
 from kube2haproxy.settings import Settings
+from kube2haproxy.status import Applied, Observed, Published, ServiceObjects, Waiting, observe
 from kube2haproxy.store import Store
 from kube2haproxy.translate import (
     ServiceResult,
@@ -78,6 +80,7 @@ class _Observed:
     deployed: Deployed
     correction: Plan | None
     error: Exception | None = None
+    view: Observed | None = None  # HAProxy's view of the lines, for /status
 
 
 def _in_a_thread(work: Callable[[], None]) -> None:
@@ -97,9 +100,10 @@ class Controller:
         clock: Callable[[], float] = time.monotonic,
         publish: Callable[[Model], None] | None = None,
         background: Callable[[Callable[[], None]], None] = _in_a_thread,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         """`background` runs what must not hold the loop (reading HAProxy for a drift check);
-        tests run it inline."""
+        tests run it inline. `wall`: the time of day, for what /status shows."""
         self._settings = settings
         self._publish = publish  # DNS records and VRRP config, after every reload
         self._sources = sources
@@ -132,7 +136,7 @@ class Controller:
         self._contested: frozenset[Socket] = frozenset()  # from the last whole translation
         self._bound_set: frozenset[Socket] = frozenset()
         self._bound_for: object = None
-        self._reported: set[Finding] = set()
+        self._reported: frozenset[Finding] = frozenset()
         self._shared: set[Socket] = set()  # listeners shared with others, warned once
         self._stop = threading.Event()
         self.ready = threading.Event()  # every source synced and a config applied
@@ -140,6 +144,17 @@ class Controller:
         self.reloads = 0  # reloads (and starts) that changed what HAProxy runs
         self.runtime_updates = 0  # runtime updates that changed what HAProxy runs
         self.failures = 0
+        # What /status shows (status.py): kept beside the loop's own state, published as an
+        # immutable value the probe server's threads read.
+        self._wall = wall
+        self._objects: dict[Key, ServiceObjects] = {}  # each service's objects, and when
+        self._objects_shown: Mapping[Key, ServiceObjects] = MappingProxyType({})
+        self._objects_changed = False
+        self._unapplied: frozenset[Key] = frozenset()  # changes a failed apply left pending
+        self._waiting: Waiting | None = None
+        self._last_applied: Applied | None = None
+        self._view: Observed | None = None
+        self.status = Published(at=wall(), settings=settings)
 
     # --- threads --------------------------------------------------------------------------
 
@@ -193,6 +208,7 @@ class Controller:
     def _handle(self, event: Event | _Observed) -> None:
         if isinstance(event, _Observed):
             self._observed(event)
+            self._publish_status()
             return
         if event.type is EventType.SYNCED:
             if not self._synced.get(event.source, True):
@@ -205,6 +221,7 @@ class Controller:
             self._trigger_time(event.obj)
         affected = self._store.record(event)
         if affected:
+            self._track(affected)
             self._dirty |= affected
             self._pending += 1
             self.metrics.pending_changes.set(self._pending)
@@ -250,7 +267,14 @@ class Controller:
     def converge(self, *, reload_allowed: bool = True) -> None:
         """Translate, plan and, when something changed, apply. A change that needs a reload
         waits (for the reload debounce) unless `reload_allowed`. Never raises."""
+        try:
+            self._converge(reload_allowed=reload_allowed)
+        finally:
+            self._publish_status()
+
+    def _converge(self, *, reload_allowed: bool) -> None:
         retrying = self.schedule.retrying
+        dirty = frozenset(self._dirty)
         pending = self._pending
         if self.deployed is None and not reload_allowed:
             # Nothing runs yet: the first config is a start, whatever the cluster holds. Wait
@@ -270,6 +294,7 @@ class Controller:
                 decision = self._full_plan(retrying=retrying)
                 if decision.action is Action.RELOAD and not reload_allowed:
                     self.schedule.wait_for_reload()  # the change stays pending
+                    self._wait_for_reload(decision)
                     return
                 if decision.action is Action.RELOAD and self._exclude_unbindable(decision.model):
                     decision = self._full_plan(retrying=retrying)
@@ -284,9 +309,11 @@ class Controller:
                 gc_tuning.freeze()
         except Exception as exc:
             self._consumed()
+            self._unapplied |= dirty
             self._failed(exc, pending=pending)
             return
         self.metrics.pending_changes.set(0)
+        self._unapplied, self._waiting = frozenset(), None
 
     @property
     def applied_model(self) -> Model | None:
@@ -483,6 +510,7 @@ class Controller:
                 took
             )
         self._sync_started = None
+        self._last_applied = Applied(self._wall(), report.outcome.value, decision.details)
         self.schedule.succeeded()
         self.metrics.confirmed()
         self.ready.set()
@@ -561,16 +589,22 @@ class Controller:
     def _observe(self, deployed: Deployed, scope: planner.Scope) -> None:
         """Beside the loop: what HAProxy runs, compared with `deployed`; the loop gets it."""
         try:
+            at = self._wall()
             running = self._applier.observe()
             correction = (
                 None if running is None else planner.correct(deployed, running.servers, scope)
             )
-            self._queue.put(_Observed(deployed, correction))
+            view = None
+            if running is not None and running.statuses:
+                view = Observed(at, deployed, observe(deployed, running.statuses))
+            self._queue.put(_Observed(deployed, correction, view=view))
         except Exception as exc:
             self._queue.put(_Observed(deployed, None, exc))
 
     def _observed(self, result: _Observed) -> None:
         self._observing = False
+        if result.view is not None:
+            self._view = result.view  # HAProxy's latest word, whatever was applied since
         if result.deployed is not self.deployed:
             return  # applied meanwhile: what was read may be older than what runs now
         if result.error is not None:
@@ -627,6 +661,9 @@ class Controller:
             log.exception("apply failed with a bug")
         self.metrics.reloads.labels(result).inc()
         delay = self.schedule.failed(self._clock())
+        now = self._wall()
+        first = detail.strip().splitlines()[0] if detail.strip() else result
+        self._waiting = Waiting("retry", (result,), (first,), since=now, until=now + delay)
         log.error(
             "apply failed (%s); %s; retrying on the next change or in %gs:\n%s",
             result,
@@ -653,7 +690,59 @@ class Controller:
                     "%s",
                     finding.text,
                 )
-        self._reported = self._reported | set(findings) if partial else set(findings)
+        self._reported = self._reported | frozenset(findings) if partial else frozenset(findings)
+
+    # --- what /status shows ---------------------------------------------------------------
+
+    def _track(self, keys: Iterable[Key]) -> None:
+        """Keep the objects of each service an event touched, and when."""
+        now = self._wall()
+        for key in keys:
+            service = self._store.get(Kind.SERVICE, key)
+            slices = self._store.slices_of(key)
+            endpoints = self._store.get(Kind.ENDPOINTS, key)
+            if service is None and not slices and endpoints is None:
+                self._objects.pop(key, None)
+            else:
+                self._objects[key] = ServiceObjects(service, slices, endpoints, now)
+        self._objects_changed = True  # copied at the next publication
+
+    def _wait_for_reload(self, decision: Plan) -> None:
+        deadline = self.schedule.reload_deadline()
+        now, wall = self._clock(), self._wall()
+        if self._waiting is None or self._waiting.what != "reload":
+            since = wall
+        else:
+            since = self._waiting.since
+        self._waiting = Waiting(
+            "reload",
+            tuple(r.value for r in decision.reasons),
+            decision.details,
+            since=since,
+            until=None if deadline is None else wall + max(0.0, deadline - now),
+        )
+
+    def _publish_status(self) -> None:
+        """What /status shows, as one immutable value: references to what the loop holds
+        (the objects' dict copied when it changed: O(services), after an apply at most)."""
+        if self._objects_changed:
+            self._objects_shown = MappingProxyType(dict(self._objects))
+            self._objects_changed = False
+        self.status = Published(
+            at=self._wall(),
+            settings=self._settings,
+            synced=self.synced,
+            ready=self.ready.is_set(),
+            deployed=self.deployed,
+            objects=self._objects_shown,
+            findings=self._reported,
+            pending=frozenset(self._dirty) | self._unapplied,
+            waiting=self._waiting,
+            applied=self._last_applied,
+            observed=self._view,
+            reloads=self.reloads,
+            runtime_updates=self.runtime_updates,
+        )
 
 
 def _served(backend: Backend) -> int:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import difflib
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from kube2haproxy import configfile, gc_tuning
+from kube2haproxy import plan as planner
 from kube2haproxy.errors import InputError
 from kube2haproxy.findings import Finding
+from kube2haproxy.layouts import layout
 from kube2haproxy.render import Renderer
 from kube2haproxy.settings import RenderPaths, Settings, render_paths
 from kube2haproxy.sources import manifests
+from kube2haproxy.status import Published, ServiceObjects
 from kube2haproxy.store import Store
 from kube2haproxy.translate import Translation, translate
 
@@ -32,6 +36,43 @@ def load_and_translate(
     with gc_tuning.paused():
         translation = translate(store.snapshot(), settings.translate)
     return [*loaded.findings, *translation.findings], translation
+
+
+def published(paths: tuple[str, ...], settings: Settings, *, now: float) -> Published:
+    """What a controller following these manifests would publish once applied (without
+    HAProxy's view): for `explain -f`."""
+    loaded = manifests.load(paths)
+    store = Store()
+    for (kind, key), obj in loaded.objects.items():
+        store.put(kind, key, obj)
+    return published_of(store, settings, now=now, findings=loaded.findings)
+
+
+def published_of(
+    store: Store, settings: Settings, *, now: float, findings: Sequence[Finding] = ()
+) -> Published:
+    """What a controller holding `store` would publish once applied."""
+    snapshot = store.snapshot()
+    translation = translate(snapshot, settings.translate)
+    chosen = layout(settings.render.frontend_layout)
+    found = [*findings, *translation.findings, *chosen.findings(translation.model)]
+    keys = {*snapshot.services, *snapshot.slices, *snapshot.endpoints}
+    return Published(
+        at=now,
+        settings=settings,
+        synced=True,
+        ready=True,
+        deployed=planner.loaded_state(translation.model, planner.Scope(chosen)),
+        objects={
+            key: ServiceObjects(
+                snapshot.services.get(key),
+                snapshot.slices.get(key, ()),
+                snapshot.endpoints.get(key),
+            )
+            for key in keys
+        },
+        findings=frozenset(found),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,7 +158,11 @@ def _serve(
     probes = None
     if settings.observe.listen:
         probes = ProbeServer(
-            settings.observe.listen, live=live, ready=ready, registry=metrics.registry
+            settings.observe.listen,
+            live=live,
+            ready=ready,
+            registry=metrics.registry,
+            status=(lambda: controller.status) if settings.observe.serve_status else None,
         )
     health.start()
     if probes is not None:

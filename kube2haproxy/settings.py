@@ -496,9 +496,20 @@ class ObserveSettings:
         default="127.0.0.1:9333",
         metadata=_opt(
             "--listen",
-            "host:port of /healthz, /readyz and /metrics (an empty value disables them). "
+            "host:port of /healthz, /readyz, /metrics and /status (an empty value disables them). "
             "--healthz-bind-address and --metrics-bind-address (kube-proxy's names) set it too.",
             aliases=("--healthz-bind-address", "--metrics-bind-address"),
+        ),
+    )
+    # What `kube2haproxy status` and `explain` ask: every service's addresses, endpoints and
+    # pods, to whoever reaches --listen (loopback by default; a pod IP in the DaemonSet).
+    serve_status: bool = field(
+        default=True,
+        metadata=_opt(
+            "--serve-status",
+            "Also serve /status (JSON) and / (HTML) on --listen: every service's VIPs, "
+            "endpoints and pods, for `kube2haproxy status` and `explain`, to whoever reaches it.",
+            ValueKind.FLAG,
         ),
     )
     log_format: str = field(

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from kube2haproxy.deployed import Abilities
+from kube2haproxy.linestate import ServerStatus
 from kube2haproxy.model import Server
 from kube2haproxy.plan import Plan
 
@@ -55,10 +56,12 @@ class ApplyReport:
 class Running:
     """What HAProxy reports it runs: each server line, as the model would have it (a slot in
     maintenance is parked), and its processes as this host's /proc shows them (None: not
-    visible here)."""
+    visible here); `statuses`, each line as HAProxy said it (its state and health check, for
+    `status`; empty where the applier cannot tell)."""
 
     servers: Mapping[tuple[str, str], Server]
     pids: frozenset[int] | None = None
+    statuses: Mapping[tuple[str, str], ServerStatus] = field(default_factory=dict)
 
 
 class Applier(Protocol):

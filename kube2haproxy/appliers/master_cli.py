@@ -86,8 +86,9 @@ class MasterCLIApplier:
         return self._reload(config, force=plan.force)
 
     def observe(self) -> Running | None:
-        servers = self.runtime.servers()
-        return Running(servers, self.pids())
+        statuses = self.runtime.states()
+        servers = {key: status.as_server(key[1]) for key, status in statuses.items()}
+        return Running(servers, self.pids(), statuses)
 
     def healthy(self) -> bool:
         return self.master.alive()

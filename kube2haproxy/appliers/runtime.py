@@ -15,14 +15,14 @@ import ipaddress
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from kube2haproxy.appliers.cli_socket import split_replies, unix_command
 from kube2haproxy.capabilities import Capabilities
 from kube2haproxy.deployed import RouteChange, RuntimeOps, ServerAdd, SlotChange
 from kube2haproxy.errors import HAProxyUnavailable, RuntimeUpdateError
-from kube2haproxy.model import Server, ServerState, hostport
-from kube2haproxy.slots import PARKED_ADDRESS, PARKED_IP, PARKED_PORT
+from kube2haproxy.linestate import ServerStatus
+from kube2haproxy.model import Server
+from kube2haproxy.slots import PARKED_ADDRESS
 
 log = logging.getLogger(__name__)
 
@@ -196,57 +196,12 @@ class RuntimeAPI:
 
     def servers(self) -> dict[tuple[str, str], Server]:
         """Every server line HAProxy runs, as the model would have it."""
+        return {key: status.as_server(key[1]) for key, status in self.states().items()}
+
+    def states(self) -> dict[tuple[str, str], ServerStatus]:
+        """Every server line HAProxy runs, as `show servers state` says it."""
         text = self.command("show servers state", timeout_s=max(self.timeout_s, 30.0))
-        return {key: status.as_server(key[1]) for key, status in parse_servers_state(text).items()}
-
-
-# srv_admin_state bits (HAProxy's SRV_ADMF_*) and srv_op_state values (SRV_ST_*).
-ADMIN_FORCED_MAINT, ADMIN_INHERITED_MAINT, ADMIN_CONFIG_MAINT = 0x01, 0x02, 0x04
-ADMIN_FORCED_DRAIN, ADMIN_INHERITED_DRAIN = 0x08, 0x10
-ADMIN_RESOLVE_MAINT, ADMIN_HOSTNAME_MAINT = 0x20, 0x40
-OP_STOPPED, OP_RUNNING = 0, 2
-
-
-@dataclass(frozen=True, slots=True)
-class ServerStatus:
-    """One line of `show servers state`."""
-
-    addr: str
-    port: int
-    op_state: int
-    admin: int
-    weight: int
-
-    @property
-    def in_maintenance(self) -> bool:
-        """Forced or inherited maintenance; `disabled` in the config (CMAINT) counts only for a
-        line still at the parked address and stopped: `set server state ready` makes a line
-        run but leaves the bit set, so a readied line whose health check fails is stopped with
-        the bit too, and is down, not parked."""
-        forced = (
-            ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLVE_MAINT | ADMIN_HOSTNAME_MAINT
-        )
-        return bool(self.admin & forced) or bool(
-            self.admin & ADMIN_CONFIG_MAINT
-            and self.op_state == OP_STOPPED
-            and (self.addr, self.port) == (PARKED_IP, PARKED_PORT)
-        )
-
-    @property
-    def draining(self) -> bool:
-        return bool(self.admin & (ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN)) or self.weight == 0
-
-    def as_server(self, name: str) -> Server:
-        """The line as a model server: in maintenance is parked (the model parks no slot
-        elsewhere than at the parked address, so a maintained slot elsewhere differs)."""
-        state = (
-            ServerState.PARKED
-            if self.in_maintenance
-            else ServerState.DRAIN
-            if self.draining
-            else ServerState.READY
-        )
-        return Server(name, self.addr, self.port, hostport(self.addr, self.port), state)
+        return parse_servers_state(text)
 
 
 def parse_servers_state(text: str) -> dict[tuple[str, str], ServerStatus]:
@@ -271,8 +226,10 @@ def parse_servers_state(text: str) -> dict[tuple[str, str], ServerStatus]:
             raise HAProxyUnavailable(f"'show servers state' line before its header: {line!r}")
         fields = line.split()
         try:
-            be, srv, addr, port, op, admin, weight = (fields[i] for i in columns)
-            out[(be, srv)] = ServerStatus(addr, int(port), int(op), int(admin), int(weight))
+            be, srv, addr, port, op, admin, weight, check, checking = (fields[i] for i in columns)
+            out[(be, srv)] = ServerStatus(
+                addr, int(port), int(op), int(admin), int(weight), int(check), int(checking)
+            )
         except (IndexError, ValueError) as exc:
             raise HAProxyUnavailable(f"cannot read 'show servers state' line {line!r}") from exc
     return out
@@ -286,4 +243,6 @@ _COLUMNS = (
     "srv_op_state",
     "srv_admin_state",
     "srv_uweight",
+    "srv_check_status",
+    "srv_check_state",
 )

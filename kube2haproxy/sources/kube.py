@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -403,7 +404,7 @@ class _Watcher:
         """List items carry no kind; most fields are never read (resources.prune)."""
         obj["kind"] = self.resource.kind.value
         obj["apiVersion"] = self.resource.api_version
-        return prune(self.resource.kind, obj)
+        return prune(self.resource.kind, obj, intern=sys.intern)
 
     def _key(self, obj: JSON) -> Key | None:
         try:

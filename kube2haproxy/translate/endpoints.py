@@ -115,6 +115,23 @@ def _state(conditions: object, index: int) -> int:
     return NOT_READY
 
 
+def state_of(conditions: object, index: int) -> int:
+    """READY, SERVING_TERMINATING or NOT_READY, as `servers` reads an endpoint's conditions
+    (FieldError when they are not conditions): for `explain`."""
+    return _state(conditions, index)
+
+
+def address_of(
+    raw: object, family: int, *, settings: TranslateSettings, path: str
+) -> tuple[str | None, str]:
+    """An endpoint's canonical address as translate reads it, or None and why it is refused:
+    for `explain`."""
+    found = Collector("")
+    ip = _endpoint_ip(raw, family, settings=settings, found=found, path=path)
+    why = found.found[0].message.removesuffix("; endpoint ignored") if found.found else ""
+    return ip, why
+
+
 def _subject(kind: str, obj: JSON) -> str:
     meta = obj.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
