@@ -421,7 +421,7 @@ def status_command(
 ) -> None:
     """Ask a running controller what it serves: every service port, its VIPs, its backend, its
     endpoints as HAProxy sees them, and why a port is skipped or waits. NAME filters by
-    service name or namespace/name (a glob: 'web*').
+    service name, or namespace/name with a slash (a glob: 'web*', 'shop/*').
 
     \b
     kube2haproxy status

@@ -222,7 +222,7 @@ class StatusReport:
 @dataclass(frozen=True, slots=True)
 class Filter:
     """Which rows to show: a namespace, a label selector, a name (a glob on the service's
-    name or namespace/name)."""
+    name, or on namespace/name when it has a slash)."""
 
     namespace: str | None = None
     selector: Selector = field(default_factory=Selector)
@@ -231,11 +231,12 @@ class Filter:
     def keeps(self, row: Row) -> bool:
         if self.namespace is not None and row.namespace != self.namespace:
             return False
-        if self.name is not None and not (
-            fnmatch.fnmatchcase(row.name, self.name)
-            or fnmatch.fnmatchcase(f"{row.namespace}/{row.name}", self.name)
-        ):
-            return False
+        if self.name is not None:
+            # A pattern with a slash is namespace/name; without, the name alone (`d*` must
+            # not take every service of namespace `demo`).
+            named = f"{row.namespace}/{row.name}" if "/" in self.name else row.name
+            if not fnmatch.fnmatchcase(named, self.name):
+                return False
         return self.selector.matches(row.labels)
 
 

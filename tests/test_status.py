@@ -18,7 +18,7 @@ from kube2haproxy import dryrun, selectors, statuspage, tables
 from kube2haproxy.appliers.runtime import parse_servers_state
 from kube2haproxy.errors import GrammarError
 from kube2haproxy.explain import Explanation, explain
-from kube2haproxy.linestate import LineView
+from kube2haproxy.linestate import LineView, ServerStatus
 from kube2haproxy.resources import Key, Kind, prune
 from kube2haproxy.settings import RenderSettings, Settings, TranslateSettings
 from kube2haproxy.status import (
@@ -132,6 +132,21 @@ def test_server_lines_read_as_haproxy_s_own_stats_page(version):
     assert {key: status.view() for key, status in lines.items()} == STATS_PAGE
 
 
+@pytest.mark.parametrize(
+    ("addr", "port", "op", "admin", "weight", "state"),
+    [
+        ("127.0.0.1", 1, 0, 0x04, 1, "MAINT"),  # a free slot as loaded: `disabled`
+        ("10.1.0.1", 8080, 2, 0x04, 1, "UP"),  # a slot loaded disabled, readied at runtime
+        ("10.1.0.1", 8080, 0, 0x04, 1, "DOWN"),  # ... whose health check fails
+        ("10.1.0.1", 8080, 0, 0x01, 1, "MAINT"),  # maintenance at runtime, endpoint kept
+        ("10.1.0.1", 8080, 2, 0x00, 0, "DRAIN"),  # loaded draining (`weight 0`)
+        ("10.1.0.1", 8080, 3, 0x00, 1, "NOLB"),
+    ],
+)
+def test_a_line_s_state_is_the_stats_page_s(addr, port, op, admin, weight, state):
+    assert ServerStatus(addr, port, op, admin, weight).view().state == state
+
+
 def test_lines_that_changed_since_haproxy_was_asked_are_not_reported_as_its_view():
     web = [service("web", "shop"), endpoint_slice("web", "shop", endpoints=["10.1.0.1"])]
     before = published(*web)
@@ -215,6 +230,8 @@ def test_every_service_port_is_a_row_that_says_why_it_is_or_is_not_served():
         (Filter(namespace="edge"), {"edge/new", "edge/old"}),
         (Filter(selector=selectors.parse("app in (web,db)")), {"shop/web", "shop/db"}),
         (Filter(name="we*"), {"shop/web"}),
+        (Filter(name="s*"), {"shop/sharded"}),  # the name, not namespace/name
+        (Filter(name="*/*e*"), {"edge/new", "shop/sharded", "shop/web"}),
         (Filter(name="shop/*", selector=selectors.parse("!app")), {"shop/alias", "shop/sharded"}),
     ],
 )

@@ -86,9 +86,11 @@ def cluster_objects(alive: Backend, dead_ip: str, vip: str, port: int) -> list[J
     ]
 
 
-@pytest.fixture
-def running(tmp_path: Path, haproxy_bin: str) -> Iterator[dict[str, Any]]:
-    """A controller serving the cluster above, once HAProxy's checks have spoken."""
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, haproxy_bin: str) -> Iterator[dict[str, Any]]:
+    """A controller serving the cluster above, once HAProxy's checks have spoken: one per
+    HAProxy version, shared by the tests that only ask it."""
+    tmp_path = tmp_path_factory.mktemp("status")
     alive = Backend("a")
     try:
         vip, listen = loopback_ip(), free_port("127.0.0.1")
@@ -144,14 +146,23 @@ def test_status_prints_every_service_port_as_haproxy_sees_it(running):
         ("web", "served"),
     ]
 
-    def names(*filters: str) -> list[str]:
-        rows = json.loads(command("status", "--listen", listen, "-o", "json", *filters).stdout)
-        return [r["name"] for r in rows["rows"]]
+    # The filters as the command sends them, then each one's meaning (the same query, asked
+    # directly: a command costs a Python start).
+    chosen = ("-o", "json", "-n", "demo", "-l", "app in (web,db)", "w*")
+    rows = json.loads(command("status", "--listen", listen, *chosen).stdout)["rows"]
+    assert [r["name"] for r in rows] == ["web"]
 
-    assert names("-l", "app in (web,db)") == ["db", "web"]
-    assert names("-l", "!app") == ["odd"]
-    assert names("-n", "elsewhere") == []
-    assert names("demo/o*") == ["odd"]
+    def names(query: str) -> list[str]:
+        code, body = probe(int(listen.rpartition(":")[2]), f"/status?{query}")
+        assert code == 200, body
+        return [r["name"] for r in json.loads(body)["rows"]]
+
+    assert names("selector=app+in+(web,db)") == ["db", "web"]
+    assert names("selector=!app") == ["odd"]
+    assert names("namespace=elsewhere") == []
+    assert names("name=demo/o*") == ["odd"]
+    assert names("name=d*&selector=app") == ["db"]
+    assert probe(int(listen.rpartition(":")[2]), "/status?selector=a+b")[0] == 400
     assert command("status", "--listen", listen, "-n", "elsewhere").stdout.endswith("no services\n")
     refused = command("status", "--listen", listen, "-l", "app in web", check=False)
     assert refused.returncode == ExitCode.USAGE

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from kube2haproxy.appliers.master import MasterCLI, parse_processes
-from kube2haproxy.appliers.runtime import ServerStatus, unexpected_reply
+from kube2haproxy.appliers.runtime import unexpected_reply
 from kube2haproxy.capabilities import Version, capabilities, parse_version
 from kube2haproxy.errors import ConfigRefused, HAProxyUnavailable, UnsupportedVersion
+from kube2haproxy.linestate import ServerStatus
 
 # `haproxy -vv`'s first line and the master CLI's `show version`, as each version printed them.
 VERSIONS = {

@@ -21,7 +21,7 @@ from kube2haproxy.capabilities import Capabilities
 from kube2haproxy.deployed import RouteChange, RuntimeOps, ServerAdd, SlotChange
 from kube2haproxy.errors import HAProxyUnavailable, RuntimeUpdateError
 from kube2haproxy.linestate import ServerStatus
-from kube2haproxy.model import Server
+from kube2haproxy.model import Server, ServerState
 from kube2haproxy.slots import PARKED_ADDRESS
 
 log = logging.getLogger(__name__)
