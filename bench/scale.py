@@ -33,7 +33,8 @@ from cluster import cluster
 from harness import controller, require_unlistened, wait_ready
 
 from kube2haproxy.appliers.master import MasterCLI
-from kube2haproxy.appliers.runtime import OP_RUNNING, RuntimeAPI, parse_servers_state
+from kube2haproxy.appliers.runtime import RuntimeAPI, parse_servers_state
+from kube2haproxy.linestate import OP_RUNNING
 from testkit.backends import Backend, free_port, get
 from testkit.builders import service, slice_of
 from testkit.fakeapi import FakeKubeAPI

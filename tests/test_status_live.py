@@ -22,7 +22,7 @@ import pytest
 from kube2haproxy.errors import ExitCode
 from testkit.backends import Backend, free_port, loopback_ip, probe
 from testkit.builders import JSON, endpoint, endpoint_slice, service, write_manifests
-from tests.live import wait_for
+from tests.live import STARTUP_S, wait_for
 from tests.test_run import controller, supervised_args
 
 CHECKED = {
@@ -103,7 +103,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, haproxy_bin: str) -> Itera
             manifests, tmp_path / "run", listen, haproxy_bin, "--drift-check-interval", "200ms"
         )
         with controller(*args) as process:
-            wait_for(lambda: probe(listen, "/readyz")[0] == 200, timeout=20, what="readiness")
+            wait_for(lambda: probe(listen, "/readyz")[0] == 200, timeout=STARTUP_S, what="ready")
 
             def checked() -> bool:
                 found = json.loads(probe(listen, "/status?name=web")[1])
