@@ -38,7 +38,7 @@ from kube2haproxy.grammar import epoch_seconds
 from kube2haproxy.layouts import layout
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.model import Backend, Model, hostport
-from kube2haproxy.plan import Action, Plan
+from kube2haproxy.plan import Action, Plan, Reason
 from kube2haproxy.render import Renderer
 from kube2haproxy.resources import JSON, Key, Kind
 from kube2haproxy.schedule import Due, Schedule
@@ -281,6 +281,7 @@ class Controller:
             # for the debounce without translating the cluster twice (bench/startup.py: at
             # 2,000 services the controller's CPU to the first request went 2.44 -> 2.12 s).
             self.schedule.wait_for_reload()
+            self._wait_for_reload((Reason.INITIAL.value,), ())
             return
         self._sync_started = time.perf_counter()
         try:
@@ -294,7 +295,9 @@ class Controller:
                 decision = self._full_plan(retrying=retrying)
                 if decision.action is Action.RELOAD and not reload_allowed:
                     self.schedule.wait_for_reload()  # the change stays pending
-                    self._wait_for_reload(decision)
+                    self._wait_for_reload(
+                        tuple(r.value for r in decision.reasons), decision.details
+                    )
                     return
                 if decision.action is Action.RELOAD and self._exclude_unbindable(decision.model):
                     decision = self._full_plan(retrying=retrying)
@@ -707,7 +710,7 @@ class Controller:
                 self._objects[key] = ServiceObjects(service, slices, endpoints, now)
         self._objects_changed = True  # copied at the next publication
 
-    def _wait_for_reload(self, decision: Plan) -> None:
+    def _wait_for_reload(self, reasons: tuple[str, ...], details: tuple[str, ...]) -> None:
         deadline = self.schedule.reload_deadline()
         now, wall = self._clock(), self._wall()
         if self._waiting is None or self._waiting.what != "reload":
@@ -716,8 +719,8 @@ class Controller:
             since = self._waiting.since
         self._waiting = Waiting(
             "reload",
-            tuple(r.value for r in decision.reasons),
-            decision.details,
+            reasons,
+            details,
             since=since,
             until=None if deadline is None else wall + max(0.0, deadline - now),
         )

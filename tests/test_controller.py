@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
+from kube2haproxy import status
 from kube2haproxy.appliers import ApplyReport, Config, Running
 from kube2haproxy.appliers.recording import RecordingApplier
 from kube2haproxy.controller import Controller, Socket
@@ -438,6 +439,28 @@ def test_a_changed_pool_annotation_is_applied():
     driven.settle()
     assert "bind 10.200.7.7:80 transparent" in driven.configs[-1]
     assert driven.applier.reloads == 2
+
+
+def test_status_says_what_waits_for_the_first_config_and_then_what_runs():
+    """What the controller publishes for `status`: before the first config, every service
+    waits for a reload (the first config, after the reload debounce); then it is served."""
+    driven = Driven(RUNTIME)
+    driven.source.put(service())
+    driven.source.put(endpoint_slice(endpoints=["10.1.0.1"]))
+    driven.source.synced()
+    driven.settle(0.1)  # past the runtime debounce, within the reload debounce
+    assert driven.configs == []
+    published = driven.controller.status
+    assert published.waiting is not None and published.waiting.reasons == ("initial",)
+    (row,) = status.report(published, now=published.at).rows
+    assert (row.state, row.reason) == ("waiting", "waiting for a reload: the first config")
+
+    driven.settle()
+    published = driven.controller.status
+    assert published.waiting is None and published.applied is not None
+    assert published.applied.outcome == "recorded"  # the recording applier's word
+    (row,) = status.report(published, now=published.at).rows
+    assert (row.state, row.backend, row.endpoints) == ("served", "default_web_http", 1)
 
 
 def test_a_new_address_alone_is_applied_after_the_reload_debounce():
