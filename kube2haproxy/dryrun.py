@@ -28,11 +28,11 @@ def load_and_translate(
     paths: tuple[str, ...], settings: Settings
 ) -> tuple[list[Finding], Translation]:
     """The manifests' findings then the translation's, and the translation."""
-    loaded = manifests.load(paths)
-    store = Store()
-    for (kind, key), obj in loaded.objects.items():
-        store.put(kind, key, obj)
-    gc_tuning.settle()
+    with gc_tuning.loading():
+        loaded = manifests.load(paths)
+        store = Store()
+        for (kind, key), obj in loaded.objects.items():
+            store.put(kind, key, obj)
     with gc_tuning.paused():
         translation = translate(store.snapshot(), settings.translate)
     return [*loaded.findings, *translation.findings], translation

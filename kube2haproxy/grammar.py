@@ -21,7 +21,7 @@ import re
 
 from kube2haproxy.errors import GrammarError
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _UINT = re.compile(r"[0-9]{1,10}")
 _DURATION = re.compile(r"([0-9]{1,10})(us|ms|s|m|h|d)?")
 _IP_CHARS = re.compile(r"[0-9a-fA-F:.]{2,45}")
@@ -46,7 +46,7 @@ def dns_label(value: object) -> str:
     validatePorts, since 1.17) and Endpoints port names (k/k validateEndpointPort). Service
     names are DNS-1035 labels (a letter first) up to 1.35 and DNS-1123 labels from 1.36
     (RelaxedServiceNameValidation, GA in 1.37): the labels of both releases are accepted."""
-    if isinstance(value, str) and _DNS_LABEL.fullmatch(value):
+    if isinstance(value, str) and DNS_LABEL.fullmatch(value):
         return value
     raise GrammarError("expected a DNS label: 1-63 of [a-z0-9-], starting and ending alphanumeric")
 
@@ -178,7 +178,13 @@ def special_ip(ip: str, version: int) -> str | None:
 
 def unlistenable_ip(ip: str, version: int) -> str | None:
     """Why no host can listen on a canonical address for TCP, if it cannot: "unspecified" (the
-    wildcard), "multicast" or "broadcast"."""
+    wildcard), "multicast" or "broadcast". IPv4 is classified from its text, the hot path."""
+    if version == 4:
+        if ip == "0.0.0.0":  # noqa: S104 - a comparison, not a bind
+            return "unspecified"
+        if 224 <= int(ip[: ip.index(".")]) <= 239:  # 224.0.0.0/4
+            return "multicast"
+        return "broadcast" if ip == "255.255.255.255" else None
     addr = ipaddress.ip_address(ip)
     if addr.is_unspecified:
         return "unspecified"

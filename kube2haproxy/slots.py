@@ -86,12 +86,25 @@ def parked_line(slot: int) -> Server:
 
 
 def layout(endpoints: Sequence[tuple[str, int, ServerState]], count: int) -> tuple[Server, ...]:
-    """The `count` server lines of a backend: each endpoint in its slot (assign), the other
-    slots parked."""
-    lines: list[Server | None] = [None] * count
-    places = assign([(ip, port) for ip, port, _ in endpoints], count)
-    for (ip, port, state), slot in zip(endpoints, places, strict=True):
-        lines[slot] = _new(
-            Server, (names.server_name(slot + 1), ip, port, hostport(ip, port), state)
-        )
-    return tuple(line if line is not None else parked_line(slot) for slot, line in enumerate(lines))
+    """The `count` server lines of a backend: each endpoint in its slot (what `assign` gives),
+    the other slots parked. The hot path of translation (once per endpoint): one pass keyed
+    by preferred slot, the address text formatted once for the hash and the line."""
+    if len(endpoints) > count:
+        raise ValueError(f"{len(endpoints)} endpoints do not fit in {count} slots")
+    parked_line(count - 1)
+    lines = _parked[:count]
+    crc32 = zlib.crc32
+    keyed = []
+    for ip, port, state in endpoints:
+        text = f"{ip}:{port}"
+        keyed.append((crc32(text.encode()) % count, ip, port, state, text))
+    keyed.sort()  # as `assign`: by preferred slot, then address (unique: never the state)
+    taken = [False] * count
+    for preferred, ip, port, state, text in keyed:
+        slot = preferred
+        while taken[slot]:
+            slot = (slot + 1) % count
+        taken[slot] = True
+        address = text if ":" not in ip else hostport(ip, port)
+        lines[slot] = _new(Server, (_parked[slot].name, ip, port, address, state))
+    return tuple(lines)

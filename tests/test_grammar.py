@@ -232,6 +232,21 @@ def test_ipv4_fast_path_agrees_with_ipaddress(number):
     assert bool(grammar.ORDINARY_IPV4.fullmatch(text)) == (grammar.special_ip(text, 4) is None)
 
 
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_unlistenable_ipv4_read_from_the_text_agrees_with_ipaddress(number):
+    address = ipaddress.IPv4Address(number)
+    expected = (
+        "unspecified"
+        if address.is_unspecified
+        else "multicast"
+        if address.is_multicast
+        else "broadcast"
+        if number == 2**32 - 1
+        else None
+    )
+    assert grammar.unlistenable_ip(str(address), 4) == expected
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 import random
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kube2haproxy.findings import Severity, SkipReason
-from kube2haproxy.model import Balance, CheckKind, ProxyProtocol, SourceRule
+from kube2haproxy import slots
+from kube2haproxy.findings import Collector, Severity, SkipReason
+from kube2haproxy.model import (
+    Balance,
+    CheckKind,
+    ProxyProtocol,
+    Server,
+    ServerState,
+    SourceRule,
+    hostport,
+)
+from kube2haproxy.settings import TranslateSettings
+from kube2haproxy.translate import endpoints
 from testkit.builders import endpoint, endpoint_slice, endpoints_v1, service
 from tests.pipeline import fields_of, run, servers
 
@@ -703,3 +718,94 @@ def test_port_names_the_api_server_accepts_are_served(name):
     legacy = run(service(ports=[(name, 80)]), endpoints_v1(ready=["10.2.0.1"], ports=[(name, 81)]))
     assert servers(legacy, f"default_web_{name}") == ["10.2.0.1:81"]
     assert legacy.warnings == ()
+
+
+# --- the fast readings agree with the full ones ------------------------------------------------
+
+_ODD = [None, True, False, 0, 1, "true", "", [], {}, "x\n"]
+_ADDRESSES = [
+    *("127.0.0.1", "010.1.0.3", "169.254.1.1", "0.0.0.0", "224.0.0.5", "fd00::1"),
+    *("::ffff:10.1.0.4", "10.1.0.1\n", " 10.1.0.5", "10.1.0.256", 7, None),
+]
+_FLAG = st.sampled_from([None, True, False])
+
+
+@st.composite
+def _slices(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid slice (ready, not ready, terminating endpoints; named and unnamed ports), then
+    a few of its values replaced by odd ones, each somewhere the fast path must notice."""
+    eps = [
+        endpoint(f"10.1.0.{i}", ready=draw(_FLAG), serving=draw(_FLAG), terminating=draw(_FLAG))
+        for i in range(draw(st.integers(1, 3)))
+    ]
+    names = draw(st.lists(st.sampled_from(["http", "", "a-1"]), min_size=1, max_size=2))
+    obj = endpoint_slice(endpoints=eps, ports=[(n, 8080 + i) for i, n in enumerate(names)])
+    for _ in range(draw(st.integers(0, 2))):
+        odd = draw(st.sampled_from(_ODD))
+        where = draw(st.integers(0, 9))
+        eps, ports = obj.get("endpoints"), obj.get("ports")
+        ep = draw(st.sampled_from(eps)) if isinstance(eps, list) and eps else None
+        port = draw(st.sampled_from(ports)) if isinstance(ports, list) and ports else None
+        if where == 0:
+            obj["addressType"] = draw(st.sampled_from(["IPv6", "FQDN", "ipv4", *_ODD]))
+        elif where == 1 and isinstance(ep, dict):
+            ep["addresses"] = [draw(st.sampled_from(_ADDRESSES))]
+        elif where == 2 and isinstance(ep, dict):
+            ep["conditions"] = odd
+        elif where == 3 and isinstance(ep, dict) and isinstance(ep.get("conditions"), dict):
+            ep["conditions"][draw(st.sampled_from(["ready", "serving", "terminating"]))] = odd
+        elif where == 4 and isinstance(port, dict):
+            port["port"] = draw(st.sampled_from([0, 65536, -1, "80", 80.0, *_ODD]))
+        elif where == 5 and isinstance(port, dict):
+            port["name"] = draw(st.sampled_from(["Http", "-a", "a" * 64, 5, *_ODD]))
+        elif where == 6 and isinstance(port, dict):
+            port["protocol"] = draw(st.sampled_from(["tcp", ["TCP"], 1, "UDP", "SCTP", *_ODD]))
+        elif where == 7:
+            obj[draw(st.sampled_from(["ports", "endpoints"]))] = odd
+        elif where == 8 and isinstance(eps, list) and eps:
+            eps[0] = odd
+        elif where == 9 and isinstance(ep, dict):
+            ep["addresses"] = odd
+    return obj
+
+
+@given(_slices())
+@settings(max_examples=500)
+def test_plain_slices_read_fast_as_the_full_reading_reads_them(slice_obj):
+    """The fast path takes only slices the full reading accepts without a finding, and reads
+    them the same: it is exactly as strict."""
+    found = Collector("Service default/web")
+    full = endpoints.full_slice(copy.deepcopy(slice_obj), TranslateSettings(), found)
+    plain = endpoints.plain_slice(slice_obj)
+    if plain is not None:
+        assert found.found == []
+        assert plain == full
+
+
+def test_the_fast_path_takes_an_ordinary_slice():
+    slice_obj = endpoint_slice(
+        endpoints=["10.1.0.1", endpoint("10.1.0.2", ready=False, serving=True, terminating=True)]
+    )
+    assert endpoints.plain_slice(slice_obj) == endpoints.Group(
+        {("http", "TCP"): 8080}, (("10.1.0.1", endpoints.READY), ("10.1.0.2", 1))
+    )
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["10.1.0.1", "10.2.0.1", "fd00::1"]), st.integers(1, 3)),
+        unique=True,
+        max_size=8,
+    ),
+    st.integers(0, 8),
+)
+def test_slot_layout_places_endpoints_where_assign_does(addresses, spare):
+    count = len(addresses) + spare
+    if count == 0:
+        return
+    lines = slots.layout([(ip, port, ServerState.READY) for ip, port in addresses], count)
+    places = slots.assign(addresses, count)
+    assert len(lines) == count
+    for (ip, port), slot in zip(addresses, places, strict=True):
+        assert lines[slot] == Server(f"s{slot + 1}", ip, port, hostport(ip, port))
+    assert sum(1 for line in lines if line.parked) == count - len(addresses)

@@ -139,6 +139,12 @@ def _subject(kind: str, obj: JSON) -> str:
 
 
 def parse_slice(slice_obj: JSON, settings: TranslateSettings, service: Collector) -> Group:
+    group = plain_slice(slice_obj)
+    return group if group is not None else full_slice(slice_obj, settings, service)
+
+
+def full_slice(slice_obj: JSON, settings: TranslateSettings, service: Collector) -> Group:
+    """An EndpointSlice read field by field, each problem reported."""
     found = service.about(_subject("EndpointSlice", slice_obj))
     try:
         address_type = get_str(slice_obj, "addressType", "addressType")
@@ -176,6 +182,76 @@ def parse_slice(slice_obj: JSON, settings: TranslateSettings, service: Collector
     except FieldError as exc:
         found.warn(exc.field, f"{exc.message}; slice skipped")
         return Group()
+
+
+def plain_slice(slice_obj: JSON) -> Group | None:
+    """The group of an IPv4 slice on which the full reading (above) would find nothing to
+    report, read without it; None for anything else, which the full reading then takes: every
+    value accepted here is one it accepts, giving the same group. 100,000 endpoints at 10,000
+    services pass here: exact types, one regex per address, no paths formatted."""
+    if slice_obj.get("addressType") != "IPv4":
+        return None
+    raw_ports = slice_obj.get("ports")
+    raw_endpoints = slice_obj.get("endpoints")
+    if type(raw_ports) is not list or type(raw_endpoints) is not list:
+        return None
+    ports: dict[tuple[str, str], int] = {}
+    for raw in raw_ports:
+        if type(raw) is not dict:
+            return None
+        number = raw.get("port")
+        name = raw.get("name") or ""
+        protocol = raw.get("protocol") or "TCP"
+        if (
+            type(number) is not int
+            or not 1 <= number <= 65535
+            or protocol not in _PROTOCOLS
+            or (name and not (type(name) is str and dns_label(name)))
+        ):
+            return None
+        ports[(name, protocol)] = number
+    addresses = []
+    for raw in raw_endpoints:
+        if type(raw) is not dict:
+            return None
+        listed = raw.get("addresses")
+        if type(listed) is not list or not listed:
+            return None
+        conditions = raw.get("conditions")
+        if conditions is None:
+            state = READY
+        elif type(conditions) is dict:
+            ready = conditions.get("ready")
+            if ready is True or ready is None:
+                state = READY
+            elif ready is False:
+                serving = conditions.get("serving")
+                terminating = conditions.get("terminating")
+                if not (_boolean(serving) and _boolean(terminating)):
+                    return None
+                state = (
+                    SERVING_TERMINATING
+                    if serving is not False and terminating is True
+                    else NOT_READY
+                )
+            else:
+                return None
+        else:
+            return None
+        first = listed[0]
+        if type(first) is not str or not ordinary_ipv4(first):
+            return None
+        addresses.append((first, state))
+    return Group(ports, tuple(addresses))
+
+
+_PROTOCOLS = ("TCP", "UDP", "SCTP")
+dns_label = grammar.DNS_LABEL.fullmatch
+
+
+def _boolean(value: object) -> bool:
+    """Unset or a JSON boolean (by identity: 0 and 1 are not booleans)."""
+    return value is None or value is True or value is False
 
 
 def parse_endpoints(
@@ -237,15 +313,24 @@ def servers(
             key = (ip, number)
             if best.get(key, -1) < state:
                 best[key] = state
-    chosen: dict[tuple[str, int], ServerState]
+    ready_state, drain_state = ServerState.READY, ServerState.DRAIN
     if publish_not_ready:
-        chosen = dict.fromkeys(best, ServerState.READY)
-    elif any(state == READY for state in best.values()):
-        chosen = {k: ServerState.READY for k, state in best.items() if state == READY}
-        chosen.update(
-            (k, ServerState.DRAIN) for k, state in best.items() if state == SERVING_TERMINATING
-        )
+        chosen = [(ip, number, ready_state) for (ip, number) in best]
     else:
-        chosen = {k: ServerState.READY for k, state in best.items() if state == SERVING_TERMINATING}
+        chosen = [
+            (ip, number, ready_state) for (ip, number), state in best.items() if state == READY
+        ]
+        if chosen:
+            chosen += [
+                (ip, number, drain_state)
+                for (ip, number), state in best.items()
+                if state == SERVING_TERMINATING
+            ]
+        else:
+            chosen = [
+                (ip, number, ready_state)
+                for (ip, number), state in best.items()
+                if state == SERVING_TERMINATING
+            ]
     total = slots.slot_count(len(best), free=free, block=block)
-    return slots.layout([(ip, port, state) for (ip, port), state in chosen.items()], total)
+    return slots.layout(chosen, total)
