@@ -25,14 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 
 from kube2haproxy.deployed import spare_pool
 from kube2haproxy.errors import TemplateError, UnsafeValueError
 from kube2haproxy.layouts import layout
-from kube2haproxy.model import Backend, Model
+from kube2haproxy.model import Backend, Model, Server, ServerState
 from kube2haproxy.settings import RenderPaths, RenderSettings
 
 MAIN_TEMPLATE = "haproxy.cfg.j2"
+SERVER_TEMPLATE = "server.j2"
 
 
 def _bundled() -> Path:
@@ -62,13 +64,21 @@ def duration(ms: int) -> str:
     return f"{ms}ms"
 
 
+class Lines(str):
+    """Config lines the renderer built from guarded values (`server_lines`): printed as they
+    are. Only the renderer makes them; any operation on one in a template gives a plain str,
+    which the guard checks."""
+
+    __slots__ = ()
+
+
 def _guard(value: Any) -> Any:
     """Jinja's finalize hook: runs on every `{{ }}` result, so the common cases come first."""
     kind = type(value)
     if kind is str:
         if _safe(value):
             return value
-    elif kind is int:
+    elif kind is int or kind is Lines:
         return value
     elif isinstance(value, jinja2.Undefined):
         return value  # printing it raises StrictUndefined's own, clearer error
@@ -108,14 +118,19 @@ class Renderer:
             auto_reload=False,
         )
         self._env.filters["duration"] = duration
+        self._env.globals["server_lines"] = self._server_lines
         try:
             # Compile every template now: a syntax error in an included one is reported before
             # any work, not after the cluster was loaded and translated.
             for name in self._env.list_templates(extensions=["j2"]):
                 self._env.get_template(name)
             self._template = self._env.get_template(MAIN_TEMPLATE)
+            self._server = self._env.get_template(SERVER_TEMPLATE)
+            self._stamping = _stampable(self._env, SERVER_TEMPLATE)
         except jinja2.TemplateError as exc:
             raise TemplateError(_describe(exc)) from exc
+        self._stamps: dict[object, tuple[str, tuple[int, ...]]] = {}
+        self._checked: set[str] = set()  # server names the guard passed
         self._layout = layout(settings.frontend_layout)
         # Spare backends: only where a new service can be routed at runtime.
         self.pool = spare_pool(settings.spare_backends) if self._layout.runtime_routes else ()
@@ -130,6 +145,8 @@ class Renderer:
             if self._head is None:
                 self._head = self._template.render(context)
             cache: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
+            if len(self._stamps) > 4 * len(model.backends) + 64:
+                self._stamps.clear()  # a template reading per-backend values: keep them bounded
             parts = [self._head]
             sections = (
                 (self._layout.template, self._layout.variable, self._layout.items(model)),
@@ -150,6 +167,59 @@ class Renderer:
         text = "".join(parts)
         # Block tags swallow the last newline; a config file ends with one.
         return text if text.endswith("\n") else text + "\n"
+
+    def _server_lines(self, backend: object) -> Lines:
+        """The server lines of a backend (server.j2, once per line): backends.j2 prints them
+        with `{{ server_lines(be) }}`. When server.j2 uses a server only in ways `_stampable`
+        allows, it is rendered once per server state and backend settings it reads (a stamp),
+        and each line is the stamp filled with the server's own values, each guarded."""
+        if not isinstance(backend, Backend):
+            raise TypeError("server_lines() takes a backend")
+        context = {"settings": self._settings, "paths": self._paths, "layout": self._layout}
+        if self._stamping is None:
+            render = self._server.render
+            return Lines(
+                "".join(render({**context, "be": backend, "s": s}) for s in backend.servers)
+            )
+        reads = self._stamping
+        try:
+            key: object = tuple(getattr(backend, name) for name in reads)
+            hash(key)
+            stamps = self._stamps
+        except TypeError:  # an attribute without a value to compare: stamps for this backend
+            key, stamps = backend, {}
+        checked = self._checked
+        lines = []
+        mine: dict[ServerState, tuple[str, tuple[int, ...]]] = {}  # this backend's, by state
+        for server in backend.servers:
+            state = server.state
+            stamp = mine.get(state)
+            if stamp is None:
+                stamp = stamps.get((key, state))
+                if stamp is None:
+                    stamp = stamps[(key, state)] = self._stamp(context, backend, state)
+                mine[state] = stamp
+            text, fields = stamp
+            if fields == _NAME_ADDRESS:  # the bundled template: the hot path
+                name, address = server.name, server.address
+                if name not in checked:
+                    checked.add(_guard(name))
+                if not _safe(address):
+                    _guard(address)  # raises
+                lines.append(text % (name, address))
+            else:
+                lines.append(text % tuple(_guard(server[i]) for i in fields))
+        return Lines("".join(lines))
+
+    def _stamp(
+        self, context: dict[str, object], backend: Backend, state: ServerState
+    ) -> tuple[str, tuple[int, ...]]:
+        """server.j2 for a server of `backend` in `state`, as a %-format and the fields of
+        Server it prints, in order."""
+        probe = tuple.__new__(Server, (*_MARKS, state))
+        parts = _MARKED.split(self._server.render({**context, "be": backend, "s": probe}))
+        fields = tuple(_MARKS.index(mark) for mark in parts[1::2])
+        return "%s".join(part.replace("%", "%%") for part in parts[0::2]), fields
 
     def server_options(self, backend: Backend) -> str:
         """The options of `backend`'s server lines as rendered (its first line, without the
@@ -197,6 +267,65 @@ class Renderer:
 
 
 RUN = 32  # average items per cached run
+
+# Stand-ins for a server's name, ip, port and address (Server's first fields) while a stamp is
+# rendered: strings the guard lets through, found in no template (checked), nor in any model
+# value (they have no Kubernetes shape: an IP, a DNS label or a name with `_`).
+_MARKS = ("K2H0NAME0MARK", "K2H0IP0MARK", "K2H0PORT0MARK", "K2H0ADDRESS0MARK")
+_MARKED = re.compile("(" + "|".join(_MARKS) + ")")
+_PRINTED = {"name", "ip", "port", "address"}  # as `{{ s.<attr> }}` only
+_NAME_ADDRESS = (0, 3)
+_READ = {"state", "parked"}  # anywhere
+# Where the server could be used out of sight (another template), or printed text captured and
+# changed (a filter block, `set` block, macro or call block; autoescape).
+_UNSTAMPABLE = (
+    nodes.Include,
+    nodes.Import,
+    nodes.FromImport,
+    nodes.Extends,
+    nodes.Block,
+    nodes.Macro,
+    nodes.CallBlock,
+    nodes.FilterBlock,
+    nodes.AssignBlock,
+    nodes.EvalContextModifier,
+)
+
+
+def _stampable(env: jinja2.Environment, name: str) -> tuple[str, ...] | None:
+    """Whether the server template can be rendered once and filled in (see `_server_lines`),
+    and then the backend attributes it reads. It can when `s` (the server) is used only as
+    `s.state` or `s.parked`, whose value the stamp is rendered with, and printed as
+    `{{ s.name }}`, `{{ s.address }}`, `{{ s.ip }}` or `{{ s.port }}` alone, which then decide
+    nothing but the text in their place; when `be` is used only as `be.<attribute>` (not
+    `be.servers`); and when nothing is included, imported or captured (_UNSTAMPABLE). None
+    otherwise: the template is rendered once per server."""
+    assert env.loader is not None
+    source = env.loader.get_source(env, name)[0]
+    if any(mark in source for mark in _MARKS):
+        return None
+    reads: set[str] = set()
+
+    def fine(node: nodes.Node, parent: nodes.Node | None, grand: nodes.Node | None) -> bool:
+        if isinstance(node, _UNSTAMPABLE):
+            return False
+        if isinstance(node, nodes.Name) and node.name == "s":
+            if node.ctx != "load" or not isinstance(parent, nodes.Getattr):
+                return False
+            if parent.attr in _READ:
+                return True
+            return parent.attr in _PRINTED and isinstance(grand, nodes.Output)
+        if isinstance(node, nodes.Name) and node.name == "be":
+            if node.ctx != "load" or not isinstance(parent, nodes.Getattr):
+                return False
+            if parent.attr == "servers":
+                return False
+            reads.add(parent.attr)
+        return all(fine(child, node, parent) for child in node.iter_child_nodes())
+
+    if not fine(env.parse(source), None, None):
+        return None
+    return tuple(sorted(reads))
 
 
 def _runs(items: tuple[Any, ...], boundaries: dict[str, bool]) -> Iterator[tuple[Any, ...]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from kube2haproxy.errors import TemplateError
 from kube2haproxy.model import Model
 from kube2haproxy.render import BUNDLED, duration
-from testkit.builders import endpoint_slice, service
+from testkit.builders import endpoint, endpoint_slice, service
 from tests.pipeline import backend_servers, render, run
 
 
@@ -116,3 +117,116 @@ def test_map_files_pass_the_same_guard_as_the_config(backend):
     frontend = replace(clean.frontends[0], backend=backend)
     with pytest.raises(TemplateError, match=r"map port-\d+-[0-9a-f]+\.map: refusing to print"):
         renderer.files(replace(clean, frontends=(frontend, *clean.frontends[1:])))
+
+
+# --- server lines: server.j2, rendered once per backend settings and state when it can be -------
+
+
+def cluster_model() -> Model:
+    return run(
+        service(),
+        service("db", cluster_ips=["10.96.0.11"], annotations={"kube2haproxy.io/maxconn": "7"}),
+        endpoint_slice(endpoints=["10.1.0.1", "10.1.0.2"]),
+        endpoint_slice("db", endpoints=["10.1.0.3"]),
+    ).model
+
+
+def server_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.lstrip().startswith("server ")]
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        pytest.param(
+            "    server {{ s.name }} {{ s.ip }}:{{ s.port }}{% if s.parked %} off{% endif %}"
+            " # {{ be.name }} {{ s.address }}\n",
+            r"    server s\d+ 10\.1\.0\.1:8080 # default_web_http 10\.1\.0\.1:8080",
+            id="stamped-other-fields",
+        ),
+        pytest.param(
+            "    server {{ s.name|upper }} {{ s.address }}\n",
+            r"    server S\d+ 10\.1\.0\.1:8080",
+            id="filtered-name-per-line",
+        ),
+        pytest.param(
+            "    server {% filter upper %}{{ s.name }}{% endfilter %} {{ s.address }}\n",
+            r"    server S\d+ 10\.1\.0\.1:8080",
+            id="filter-block-per-line",
+        ),
+        pytest.param(
+            '    server {{ s.name }} {{ s.address }}{% if s.name == "s1" %} first{% endif %}\n\n',
+            r"    server s1 \S+ first|    server s(?!1 )\d+ \S+",
+            id="decision-on-name-per-line",
+        ),
+        pytest.param(
+            "{% set n = s.name %}    server {{ n }}{{ n }} {{ s.address }}\n",
+            r"    server (s\d+)\1 10\.1\.0\.1:8080",
+            id="name-assigned-per-line",
+        ),
+    ],
+)
+def test_server_template_overrides_render_every_line_as_written(tmp_path, template, expected):
+    """Whether server.j2 is stamped (rendered once and filled in) or rendered per server, each
+    line is what the template says for that server."""
+    custom = write(tmp_path / "t", "server.j2", template)
+    lines = server_lines(render(cluster_model(), templates=str(custom)))
+    assert len(lines) == 16  # two backends of 8 slots
+    matching = sum(1 for line in lines if re.fullmatch(expected, line))
+    assert matching == (16 if "|" in expected else 1), lines
+    assert sum(1 for line in lines if "10.1.0.2:8080" in line) == 1
+
+
+def test_stamped_lines_are_the_lines_rendered_one_by_one(tmp_path):
+    """The bundled server.j2 as it is (stamped), and made unstampable by a no-op use of `s`,
+    give the same file, for backends of different settings and servers in every state."""
+    model = run(
+        service(annotations={"kube2haproxy.io/check": "http", "kube2haproxy.io/maxconn": "5"}),
+        service(
+            "db", cluster_ips=["10.96.0.11"], annotations={"kube2haproxy.io/proxy-protocol": "v2"}
+        ),
+        endpoint_slice(
+            endpoints=[
+                "10.1.0.1",
+                endpoint("10.1.0.2", ready=False, serving=True, terminating=True),
+            ]
+        ),
+        endpoint_slice("db", endpoints=["10.1.0.3", "10.1.0.4"]),
+    ).model
+    bundled = (BUNDLED / "server.j2").read_text()
+    custom = write(tmp_path / "t", "server.j2", "{% set unused = s %}" + bundled)
+    text = render(model)
+    assert " weight 0 check inter" in text and " send-proxy-v2" in text and " disabled" in text
+    assert render(model, templates=str(custom)) == text
+
+
+@pytest.mark.parametrize("stamped", [True, False])
+@pytest.mark.parametrize("field", ["name", "address"])
+def test_guard_refuses_an_unsafe_server_value(tmp_path, stamped, field):
+    from dataclasses import replace
+
+    clean = model()
+    backend = clean.backends[0]
+    evil = "s1\n    server evil 10.9.9.9:80"
+    first = backend.servers[0]
+    server = first._replace(name=evil) if field == "name" else first._replace(address=evil)
+    broken = replace(clean, backends=(replace(backend, servers=(server, *backend.servers[1:])),))
+    templates = {}
+    if not stamped:
+        bundled = (BUNDLED / "server.j2").read_text()
+        templates["templates"] = str(
+            write(tmp_path / "t", "server.j2", "{% set u = s %}" + bundled)
+        )
+    with pytest.raises(TemplateError, match="UnsafeValueError: refusing to print"):
+        render(broken, **templates)
+
+
+def test_server_lines_once_changed_by_a_template_are_guarded_again(tmp_path):
+    bundled = (BUNDLED / "backends.j2").read_text()
+    changed = bundled.replace(
+        "{{ server_lines(be) }}", '{{ server_lines(be)|replace("s1", "s2") }}'
+    )
+    assert changed != bundled
+    custom = write(tmp_path / "t", "backends.j2", changed)
+    with pytest.raises(TemplateError, match="UnsafeValueError: refusing to print"):
+        render(model(), templates=str(custom))

@@ -163,9 +163,9 @@ def test_a_config_haproxy_refuses_keeps_the_last_good_one_serving(tmp_path, hapr
     bundled = BUNDLED / "backends.j2"
     (templates / "backends.j2").write_text(
         bundled.read_text().replace(
-            "{% for s in be.servers %}",
+            "{{ server_lines(be) }}",
             "{% if be.balance == 'leastconn' %}\n    no_such_keyword\n{% endif %}\n"
-            "{% for s in be.servers %}",
+            "{{ server_lines(be) }}",
         )
     )
     settings = replace(SETTINGS, render=RenderSettings(templates=str(templates)))

@@ -722,7 +722,7 @@ def test_port_names_the_api_server_accepts_are_served(name):
 
 # --- the fast readings agree with the full ones ------------------------------------------------
 
-_ODD = [None, True, False, 0, 1, "true", "", [], {}, "x\n"]
+_ODD: list[object] = [None, True, False, 0, 1, "true", "", [], {}, "x\n"]
 _ADDRESSES = [
     *("127.0.0.1", "010.1.0.3", "169.254.1.1", "0.0.0.0", "224.0.0.5", "fd00::1"),
     *("::ffff:10.1.0.4", "10.1.0.1\n", " 10.1.0.5", "10.1.0.256", 7, None),
@@ -734,12 +734,12 @@ _FLAG = st.sampled_from([None, True, False])
 def _slices(draw: st.DrawFn) -> dict[str, Any]:
     """A valid slice (ready, not ready, terminating endpoints; named and unnamed ports), then
     a few of its values replaced by odd ones, each somewhere the fast path must notice."""
-    eps = [
+    listed = [
         endpoint(f"10.1.0.{i}", ready=draw(_FLAG), serving=draw(_FLAG), terminating=draw(_FLAG))
         for i in range(draw(st.integers(1, 3)))
     ]
     names = draw(st.lists(st.sampled_from(["http", "", "a-1"]), min_size=1, max_size=2))
-    obj = endpoint_slice(endpoints=eps, ports=[(n, 8080 + i) for i, n in enumerate(names)])
+    obj = endpoint_slice(endpoints=listed, ports=[(n, 8080 + i) for i, n in enumerate(names)])
     for _ in range(draw(st.integers(0, 2))):
         odd = draw(st.sampled_from(_ODD))
         where = draw(st.integers(0, 9))
