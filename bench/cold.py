@@ -10,6 +10,12 @@ and 50k x 10: render <= 1.5 x haproxy -c). On a shared machine the CPU ratio is 
 figure. --against runs another checkout's render on the same file in the same run (its own
 templates), for a before/after comparison under the same load; both outputs must be
 byte-identical. --phases prints where one in-process render spends its time.
+
+--run also starts `kube2haproxy run -f cluster.json` (supervising HAProxy) per checkout and
+prints the seconds from its start until it is ready (/readyz: HAProxy serves the first config),
+split from its own metrics into `haproxy -c` (validate), HAProxy's start (reload) and the rest
+(the controller's own share: goal <= 1 s at 10k x 10), and its resident memory 2 s after
+ready and its peak (goal <= 250 MB and <= 350 MB).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -28,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for testkit
 
 from cluster import cluster
+from harness import raise_fd_limit, rss_mb, wait_ready
 
 from kube2haproxy import gc_tuning
 from kube2haproxy.render import Renderer
@@ -35,6 +43,7 @@ from kube2haproxy.settings import RenderSettings, TranslateSettings
 from kube2haproxy.sources import manifests
 from kube2haproxy.store import Store
 from kube2haproxy.translate import translate
+from testkit.backends import free_port, probe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,6 +102,63 @@ def phases(path: Path) -> None:
     )
 
 
+_METRIC = re.compile(r"^(kube2haproxy_\w+_duration_seconds)_sum (\S+)$", re.MULTILINE)
+
+
+def serve(source: Path, path: Path, workdir: Path, haproxy_bin: str) -> dict[str, float]:
+    """`run -f path` from `source`: seconds to ready, metrics' duration sums, RSS and peak."""
+    listen = free_port("127.0.0.1")
+    argv = [sys.executable, "-m", "kube2haproxy.cli", "run", "-f", str(path)]
+    argv += ["--haproxy-bin", haproxy_bin, "--run-dir", str(workdir / "run")]
+    argv += ["--listen", f"127.0.0.1:{listen}", "--nbthread", "2"]
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    with open(workdir / "controller.log", "wb") as log:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=raise_fd_limit,  # noqa: PLW1509 - runs in the child, before its threads
+        )
+        try:
+            wait_ready(process, listen, timeout=900)
+            ready = time.monotonic() - started  # from the process start, imports included
+            time.sleep(2)  # let the first apply's garbage go
+            rss, peak = rss_mb(process.pid)
+            sums = {m[0]: float(m[1]) for m in _METRIC.findall(probe(listen, "/metrics")[1])}
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return {"ready": ready, "rss": rss, "peak": peak, **sums}
+
+
+def serve_report(sources: dict[str, Path], path: Path, tmp: Path, haproxy_bin: str) -> None:
+    print(
+        f"{'checkout':>9} {'ready':>7} {'validate':>8} {'reload':>7} {'own':>6} "
+        f"{'(translate':>10} {'render)':>7} {'RSS':>7} {'peak':>7}",
+        flush=True,
+    )
+    for name, source in sources.items():
+        workdir = tmp / f"run-{name}"
+        workdir.mkdir()
+        got = serve(source, path, workdir, haproxy_bin)
+
+        def metric(what: str, got: dict[str, float] = got) -> float:
+            return got.get(f"kube2haproxy_{what}_duration_seconds", 0.0)
+
+        own = got["ready"] - metric("validate") - metric("reload")
+        print(
+            f"{name:>9} {got['ready']:>6.2f}s {metric('validate'):>7.2f}s "
+            f"{metric('reload'):>6.2f}s {own:>5.2f}s {metric('translate'):>9.2f}s "
+            f"{metric('render'):>6.2f}s {got['rss']:>4.0f} MB {got['peak']:>4.0f} MB",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -103,6 +169,7 @@ def main() -> None:
     parser.add_argument("--haproxy-bin", default="haproxy")
     parser.add_argument("--against", type=Path, help="another checkout to compare with")
     parser.add_argument("--phases", action="store_true", help="also time the phases in-process")
+    parser.add_argument("--run", action="store_true", help="also time `run -f` to ready, RSS")
     args = parser.parse_args()
 
     print(f"load: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs", flush=True)
@@ -153,6 +220,8 @@ def main() -> None:
                 )
             if args.phases:
                 phases(path)
+            if args.run:
+                serve_report(sources, path, Path(tmp), args.haproxy_bin)
     print(f"load: {os.getloadavg()[0]:.2f} (1 min)", flush=True)
 
 
