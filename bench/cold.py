@@ -49,12 +49,14 @@ from testkit.backends import free_port, probe
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+def timed(
+    argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user+sys, from the kernel's accounting of this child) of
     one command."""
     with tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=cwd)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -109,6 +111,7 @@ def serve(source: Path, path: Path, workdir: Path, haproxy_bin: str) -> dict[str
         started = time.monotonic()
         process = subprocess.Popen(
             argv,
+            cwd=source,  # `python -m` imports from the working directory first
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -190,7 +193,8 @@ def main() -> None:
                 for name, source in sources.items():
                     output = Path(tmp) / f"{name}.cfg"
                     argv, env = render_argv(source, path, output)
-                    wall, cpu = timed(argv, env)
+                    # In the checkout: `python -m` imports from the working directory first.
+                    wall, cpu = timed(argv, env, cwd=source)
                     check_wall, check_cpu = timed([args.haproxy_bin, "-c", "-q", "-f", str(output)])
                     got = times[name]
                     got["wall"].append(wall)
