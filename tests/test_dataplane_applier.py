@@ -449,9 +449,9 @@ def test_a_config_haproxy_c_refuses_is_never_pushed_and_the_last_good_one_serves
         (BUNDLED / "backends.j2")
         .read_text()
         .replace(
-            "{% for s in be.servers %}",
+            "{{ server_lines(be) }}",
             "{% if be.balance == 'leastconn' %}\n    no_such_keyword\n{% endif %}\n"
-            "{% for s in be.servers %}",
+            "{{ server_lines(be) }}",
         )
     )
     settings = replace(SETTINGS, render=RenderSettings(templates=str(templates)))
