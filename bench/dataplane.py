@@ -8,8 +8,8 @@ reload (p50, p99, max over --changes changes); of that, the applier's part (the 
 kube2haproxy_runtime_update_duration_seconds: its PUTs sent and their answers checked); and the
 runtime server PUTs it sent. The emulator (a Python HTTP server, in a process of its own) and
 HAProxy run on this host: no network between them, but no dataplaneapi either. HAProxy's
-"backend ... has no server available" alerts are the gap the README names: a backend whose only
-endpoint is replaced by one that hashes to the same slot (one change in eight here).
+"backend ... has no server available" alerts are the gap docs/dataplane.md names: a backend
+whose only endpoint is replaced by one that hashes to the same slot (one change in eight here).
 
     python bench/dataplane.py --services 100 1000 --changes 200
 """

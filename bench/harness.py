@@ -70,7 +70,7 @@ def run_command(
         f"127.0.0.1:{listen}",
         "--log-format",
         "json",
-        # The README's figures are for two threads; HAProxy's default is one per CPU.
+        # bench/README.md's figures are for two threads; HAProxy's default is one per CPU.
         "--nbthread",
         "2",
     ]

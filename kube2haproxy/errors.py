@@ -13,7 +13,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes of the `kube2haproxy` command (documented in README.md)."""
+    """Process exit codes of the `kube2haproxy` command (documented in docs/dry-run.md)."""
 
     OK = 0
     DIFFERENCES = 1  # render --diff-against --exit-code: the configs differ

@@ -165,7 +165,7 @@ class RenderSettings:
         ),
     )
     # Each thread holds its own per-server state: a worker's memory grows with its threads
-    # (the README's figures are for two). 0 keeps HAProxy's own choice, one per CPU it may use.
+    # (bench/README.md's figures are for two). 0 keeps HAProxy's own choice, one per CPU it may use.
     nbthread: int = field(
         default=0,
         metadata=_opt(
@@ -211,8 +211,9 @@ class RenderSettings:
         ),
     )
     # After a reload, old workers finish their connections. With 24 h tunnels they could live a
-    # day, each holding a whole config (about 1.1 GB at 10,000 services, README "Serving"); ten
-    # minutes bounds memory and still lets ordinary requests and most streams finish.
+    # day, each holding a whole config (about 1.1 GB at 10,000 services, bench/README.md,
+    # "Serving"); ten minutes bounds memory and still lets ordinary requests and most streams
+    # finish.
     hard_stop_after_ms: int = field(
         default=600_000,
         metadata=_opt(
@@ -340,7 +341,7 @@ class HAProxySettings:
             ValueKind.DURATION,
         ),
     )
-    # 10,000 services reload in several seconds on two cores (README "Serving": ~7 s of a
+    # 10,000 services reload in several seconds on two cores (bench/README.md "Serving": ~7 s of a
     # 9 s convergence); a minute leaves room for 50,000.
     reload_timeout_ms: int = field(
         default=60_000,

@@ -11,7 +11,7 @@ serves through a wildcard takes that VIP's connections outright. Neither shows i
 This reads the kernel's table of listening TCP sockets (/proc/net/tcp, /proc/net/tcp6) and
 the descriptors of HAProxy's processes (/proc/<pid>/fd) to tell our sockets from others.
 
-Limits (README): only sockets of this network namespace are visible; a socket is attributed
+Limits (docs/serving.md): only sockets of this network namespace are visible; a socket is attributed
 to a process only where /proc shows that process's descriptors (same user or root, same pid
 namespace). Where HAProxy's own processes are not visible (attached to an HAProxy in another
 container), an address with more than one listening socket is reported instead.

@@ -1,9 +1,9 @@
 """Per-service tuning through `kube2haproxy.io/*` annotations, each parsed by a strict grammar.
 
-`ANNOTATIONS` is the one table of what exists: key, grammar, default, documentation. The README's
-annotation table is checked against it by the tests. An invalid value is reported and its fallback
-used (the default, except for the source allow-list, which fails closed), and the service is still
-served.
+`ANNOTATIONS` is the one table of what exists: key, grammar, default, documentation. The table of
+docs/annotations.md is checked against it by the tests. An invalid value is reported and its
+fallback used (the default, except for the source allow-list, which fails closed), and the service
+is still served.
 """
 
 from __future__ import annotations

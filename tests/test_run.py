@@ -10,6 +10,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,9 +24,21 @@ import yaml
 from kube2haproxy.appliers.master import MasterCLI
 from kube2haproxy.appliers.supervisor import Supervisor
 from kube2haproxy.errors import HAProxyUnavailable
-from testkit.backends import Backend, fleet, free_port, get, loopback_ip, probe, responders, serves
+from testkit.backends import (
+    Backend,
+    fleet,
+    free_port,
+    get,
+    loopback_ip,
+    probe,
+    responders,
+    routes,
+    serves,
+)
 from testkit.builders import JSON, service, slice_of, write_manifests
 from tests.live import STARTUP_S, haproxy_config, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
@@ -355,3 +368,69 @@ def test_run_keeps_the_dns_files_up_to_date(tmp_path, haproxy_bin, backends):
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert "published 2 DNS records" in output
+
+
+def test_the_readme_demo_serves_and_follows_an_edit(tmp_path, haproxy_bin):
+    """README.md's first serve commands, as a newcomer runs them: two HTTP servers, `run -f
+    demo/`, a request to the service, `status` and `explain`, then an edit of
+    demo/cluster.yaml. The demo's fixed addresses are swapped for fresh ones (other tests run
+    beside this one); that the README and the manifest agree on them is checked first."""
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in readme.split("```sh\n")[1:] if "run -f demo/" in b).split("```")[0]
+    servers = re.findall(r"http\.server --bind ([\d.]+) (\d+)", block)
+    command = re.search(r"^kube2haproxy run (.*)$", block, re.M)
+    url = re.search(r"curl http://([\d.]+):(\d+)/", block)
+    assert servers and command and url, block
+    manifest = (ROOT / "demo" / "cluster.yaml").read_text()
+    service, endpoints = yaml.safe_load_all(manifest)
+    assert [url[1], int(url[2])] == [
+        service["spec"]["clusterIP"],
+        service["spec"]["ports"][0]["port"],
+    ]
+    assert [ip for ip, _ in servers] == [e["addresses"][0] for e in endpoints["endpoints"]]
+    assert {int(port) for _, port in servers} == {p["port"] for p in endpoints["ports"]}
+    args = command[1].split()
+    assert args[:2] == ["-f", "demo/"], args
+
+    with fleet("ab") as (a, b):
+        vip = loopback_ip()
+        port = free_port(vip)
+        ours = {url[1]: vip, servers[0][0]: a.ip, servers[1][0]: b.ip}
+        ours |= {url[2]: str(port), servers[0][1]: str(a.port)}
+        demo = tmp_path / "demo"
+        demo.mkdir()
+        cluster = demo / "cluster.yaml"
+        cluster.write_text(re.sub("|".join(map(re.escape, ours)), lambda m: ours[m[0]], manifest))
+        listen = free_port("127.0.0.1")
+        args = [str(demo), *args[2:], "--run-dir", str(tmp_path / "run")]
+        args += ["--listen", f"127.0.0.1:{listen}"]
+        args[args.index("--haproxy-bin") + 1] = haproxy_bin
+        with controller("-f", *args) as process:
+            wait_for(lambda: routes(vip, port) != set(), timeout=20, what="the demo served")
+            assert serves(vip, port, {"a", "b"}) == {"a", "b"}
+            # "When something is wrong": status and explain, as the README gives them, ask it.
+            asks = re.findall(r"^kube2haproxy ((?:status|explain)\b.*?)\s*(?:#|$)", readme, re.M)
+            assert [ask.split()[0] for ask in asks] == ["status", "explain"], asks
+            for asked in asks:
+                cli = [sys.executable, "-m", "kube2haproxy.cli", *asked.split()]
+                answer = subprocess.run(
+                    [*cli, "--listen", f"127.0.0.1:{listen}"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+                assert answer.returncode == 0, answer.stderr
+                assert "demo/hello" in answer.stdout, answer.stdout
+                if asked.startswith("status"):
+                    assert "served" in answer.stdout, answer.stdout
+                else:
+                    assert a.ip in answer.stdout and b.ip in answer.stdout, answer.stdout
+            # "edit demo/cluster.yaml: HAProxy follows": one endpoint fewer
+            gone = f"- addresses: [{b.ip}]\n  conditions: {{ready: true}}\n"
+            assert gone in cluster.read_text()
+            cluster.write_text(cluster.read_text().replace(gone, ""))
+            wait_for(lambda: responders(vip, port, requests=10) == {"a"}, what="the edit")
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output

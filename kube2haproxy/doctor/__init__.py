@@ -1,7 +1,8 @@
 """doctor: checks the host it runs on for what `kube2haproxy run` needs, one check per thing
-that can be wrong (README "Doctor"): HAProxy and its sockets, the files the controller writes,
-the VIPs (can they be bound, are they delivered here), the kernel's and the process's limits
-against what the configured HAProxy will ask, the Kubernetes API and our access to it.
+that can be wrong (docs/troubleshooting-doctor.md): HAProxy and its sockets, the files the
+controller writes, the VIPs (can they be bound, are they delivered here), the kernel's and the
+process's limits against what the configured HAProxy will ask, the Kubernetes API and our access
+to it.
 
 Each check is a small function of its inputs, given explicitly (a `Host` with the root of the
 proc tree and the process's limits, the settings, the model's listeners when manifests are
