@@ -136,6 +136,15 @@ def test_a_restart_from_the_file_serves_what_ran(tmp_path, haproxy_bin, pods):
 
             wait_for(routed)
         assert reloads(supervisor) == started
+        # HAProxy routes a service before the applier hands its file to the writer: wait for
+        # the controller to record the apply, then for the background write.
+        wait_for(
+            lambda: (
+                controller.applied_model is not None
+                and len(controller.applied_model.services) == 1 + len(vips)
+            ),
+            what="the last runtime change recorded",
+        )
         controller._applier.close()  # the file is written in the background
         on_disk = (tmp_path / "haproxy.cfg").read_text()
         paths = RenderPaths(
