@@ -21,6 +21,7 @@ from kube2haproxy.capabilities import Capabilities, capabilities
 from kube2haproxy.deployed import loaded
 from kube2haproxy.model import Model
 from kube2haproxy.plan import Action, Plan
+from kube2haproxy.render import BUNDLED
 from testkit.backends import Backend, get
 
 # How long a controller process may take to start answering its probes: importing the
@@ -125,3 +126,20 @@ def haproxy_config(tmp: Path, vip: str, port: int, servers: list[Backend], extra
         + "\n"
         + extra
     )
+
+
+def refusing_templates(tmp: Path) -> Path:
+    """A templates directory whose backends.j2 renders a line HAProxy refuses
+    (`no_such_keyword`) in every leastconn backend, and the bundled config otherwise."""
+    templates = tmp / "templates"
+    templates.mkdir()
+    (templates / "backends.j2").write_text(
+        (BUNDLED / "backends.j2")
+        .read_text()
+        .replace(
+            "{{ server_lines(be) }}",
+            "{% if be.balance == 'leastconn' %}\n    no_such_keyword\n{% endif %}\n"
+            "{{ server_lines(be) }}",
+        )
+    )
+    return templates

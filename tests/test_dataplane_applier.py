@@ -46,13 +46,11 @@ from kube2haproxy.errors import (
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.model import Model
 from kube2haproxy.plan import Action, Changes, Plan
-from kube2haproxy.render import BUNDLED, Renderer
+from kube2haproxy.render import Renderer
 from kube2haproxy.settings import (
     RenderPaths,
     RenderSettings,
     Settings,
-    TimingSettings,
-    TranslateSettings,
 )
 from testkit.backends import (
     Backend,
@@ -66,24 +64,16 @@ from testkit.backends import (
 )
 from testkit.builders import JSON, endpoint_slice, service, slice_of
 from testkit.dataplane import DataplaneEmulator
-from tests.live import Traffic, haproxy_config, wait_for
+from tests.live import Traffic, haproxy_config, refusing_templates, wait_for
 from tests.pipeline import ScriptedSource, run
+from tests.test_churn import SETTINGS as CHURN
 
 pytestmark = pytest.mark.haproxy
 
 PASSWORD = "pw-5f1c2e9a"  # a test's: it must never show anywhere
 USER = "kube2haproxy"
 RAW = "/v3/services/haproxy/configuration/raw"
-SETTINGS = Settings(
-    translate=TranslateSettings(allow_loopback_endpoints=True),
-    timing=TimingSettings(
-        debounce_ms=20,
-        max_delay_ms=200,
-        runtime_debounce_ms=5,
-        retry_interval_ms=300,
-        drift_check_interval_ms=0,
-    ),
-)
+SETTINGS = replace(CHURN, timing=replace(CHURN.timing, debounce_ms=20))
 # A reload of no model: the tests of the edge give the config text themselves.
 RELOAD = Plan(Action.RELOAD, loaded(Model()))
 
@@ -443,17 +433,7 @@ def test_a_config_haproxy_c_refuses_is_never_pushed_and_the_last_good_one_serves
     tmp_path, haproxy_bin, fleet
 ):
     """A user template that renders an invalid config: the local `haproxy -c` stops it."""
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    (templates / "backends.j2").write_text(
-        (BUNDLED / "backends.j2")
-        .read_text()
-        .replace(
-            "{{ server_lines(be) }}",
-            "{% if be.balance == 'leastconn' %}\n    no_such_keyword\n{% endif %}\n"
-            "{{ server_lines(be) }}",
-        )
-    )
+    templates = refusing_templates(tmp_path)
     settings = replace(SETTINGS, render=RenderSettings(templates=str(templates)))
     vip = loopback_ip()
     port = free_port(vip)

@@ -15,7 +15,7 @@ import pytest
 from kube2haproxy.appliers.supervisor import Supervisor
 from kube2haproxy.controller import Controller
 from kube2haproxy.metrics import Metrics
-from kube2haproxy.render import BUNDLED, Renderer
+from kube2haproxy.render import Renderer
 from kube2haproxy.settings import (
     KubeSettings,
     RenderPaths,
@@ -29,7 +29,7 @@ from kube2haproxy.sources.kube import KubeSource, api_client
 from testkit.backends import Backend, fleet, free_port, loopback_ip, responders, routes, serves
 from testkit.builders import endpoint, endpoint_slice, service, slice_of
 from testkit.fakeapi import FakeKubeAPI
-from tests.live import Traffic, supervised, wait_for
+from tests.live import Traffic, refusing_templates, supervised, wait_for
 from tests.pipeline import ScriptedSource
 
 SETTINGS = Settings(
@@ -158,16 +158,7 @@ def test_a_config_haproxy_refuses_keeps_the_last_good_one_serving(tmp_path, hapr
     """A user template that renders an invalid config: nothing is installed, traffic goes on,
     the error is counted, and the next good change is applied."""
     a, b, *_ = backends
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    bundled = BUNDLED / "backends.j2"
-    (templates / "backends.j2").write_text(
-        bundled.read_text().replace(
-            "{{ server_lines(be) }}",
-            "{% if be.balance == 'leastconn' %}\n    no_such_keyword\n{% endif %}\n"
-            "{{ server_lines(be) }}",
-        )
-    )
+    templates = refusing_templates(tmp_path)
     settings = replace(SETTINGS, render=RenderSettings(templates=str(templates)))
     vip = loopback_ip()
     port = free_port(vip)
