@@ -28,24 +28,27 @@ def load_and_translate(
     paths: tuple[str, ...], settings: Settings
 ) -> tuple[list[Finding], Translation]:
     """The manifests' findings then the translation's, and the translation."""
+    findings, store = _stored(paths)
+    with gc_tuning.paused():
+        translation = translate(store.snapshot(), settings.translate)
+    return [*findings, *translation.findings], translation
+
+
+def _stored(paths: tuple[str, ...]) -> tuple[list[Finding], Store]:
+    """The manifests' findings, and their objects in a store."""
     with gc_tuning.loading():
         loaded = manifests.load(paths)
         store = Store()
         for (kind, key), obj in loaded.objects.items():
             store.put(kind, key, obj)
-    with gc_tuning.paused():
-        translation = translate(store.snapshot(), settings.translate)
-    return [*loaded.findings, *translation.findings], translation
+    return list(loaded.findings), store
 
 
 def published(paths: tuple[str, ...], settings: Settings, *, now: float) -> Published:
     """What a controller following these manifests would publish once applied (without
     HAProxy's view): for `explain -f`."""
-    loaded = manifests.load(paths)
-    store = Store()
-    for (kind, key), obj in loaded.objects.items():
-        store.put(kind, key, obj)
-    return published_of(store, settings, now=now, findings=loaded.findings)
+    findings, store = _stored(paths)
+    return published_of(store, settings, now=now, findings=findings)
 
 
 def published_of(

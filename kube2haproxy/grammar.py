@@ -193,6 +193,16 @@ def unlistenable_ip(ip: str, version: int) -> str | None:
     return "broadcast" if version == 4 and ip == "255.255.255.255" else None
 
 
+def same_ip(a: str, b: str) -> bool:
+    """Two texts name one address (`::1` and `0:0::1`); False when either is none."""
+    if a == b:
+        return True
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
 def ip_literal(value: object) -> IP:
     """An IPv4 or IPv6 literal in our own inputs (annotations, flags): no zone index, no
     leading zeros, no IPv4-mapped form, no surrounding text."""

@@ -15,6 +15,7 @@ import urllib.request
 from typing import TypeVar
 
 from kube2haproxy.errors import EnvironmentProblem, InputError
+from kube2haproxy.model import hostport
 from kube2haproxy.settings import parse_listen
 from kube2haproxy.wire import WireError, decode
 
@@ -32,10 +33,9 @@ def url_of(listen: str, path: str, query: dict[str, str] | None = None) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    shown = f"[{host}]" if ":" in host else host
     wanted = {k: v for k, v in (query or {}).items() if v}
     suffix = f"?{urllib.parse.urlencode(wanted)}" if wanted else ""
-    return f"http://{shown}:{port}{path}{suffix}"
+    return f"http://{hostport(host, port)}{path}{suffix}"
 
 
 def fetch(cls: type[T], url: str, *, kind: str, timeout_s: float) -> T:

@@ -131,6 +131,7 @@ class Renderer:
             raise TemplateError(_describe(exc)) from exc
         self._stamps: dict[object, tuple[str, tuple[int, ...]]] = {}
         self._checked: set[str] = set()  # server names the guard passed
+        self._maps_checked: dict[str, str] = {}  # the last config's map files, checked
         self._layout = layout(settings.frontend_layout)
         # Spare backends: only where a new service can be routed at runtime.
         self.pool = spare_pool(settings.spare_backends) if self._layout.runtime_routes else ()
@@ -256,13 +257,17 @@ class Renderer:
         for name, (text, lines) in self._layout.maps(model).items():
             # They are HAProxy's input too: every key and value is drawn from the same
             # alphabet as every `{{ value }}` of the templates, and there is one line per
-            # entry, so none can add a word or a line (one pass of the regex engine).
-            if not _map_text(text) or text.count("\n") != lines:
+            # entry, so none can add a word or a line (one pass of the regex engine). A text
+            # checked for the last config is not checked again (endpoint churn keeps them).
+            if self._maps_checked.get(name) != text and (
+                not _map_text(text) or text.count("\n") != lines
+            ):
                 raise TemplateError(
                     f"map {name}: refusing to print a line that is not one `key value` of "
                     "[A-Za-z0-9_.:/[]@%?=&+,~!*-] per entry"
                 )
             files[name] = text
+        self._maps_checked = files
         return files
 
 

@@ -14,7 +14,6 @@ and why) or pending (changed, applied within the debounce). Pure: times are give
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -22,6 +21,7 @@ from kube2haproxy import names
 from kube2haproxy.deployed import Deployed
 from kube2haproxy.errors import FieldError
 from kube2haproxy.findings import Finding, Severity, SkipReason, subject
+from kube2haproxy.grammar import same_ip
 from kube2haproxy.linestate import STATES, UNKNOWN, LineView, ServerStatus
 from kube2haproxy.model import Backend, Frontend, Model, Server
 from kube2haproxy.resources import JSON, Key, get_dict, string_map
@@ -128,22 +128,13 @@ def observe(
         row: list[LineView | None] = []
         for server in backend.servers:
             status = None if server.parked else statuses.get((name, server.name))
-            if status is None or status.port != server.port or not _same_ip(status.addr, server.ip):
+            if status is None or status.port != server.port or not same_ip(status.addr, server.ip):
                 row.append(None)
                 continue
             view = status.view()
             row.append(shared.setdefault(view, view))
         out[name] = tuple(row)
     return out
-
-
-def _same_ip(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,10 +102,9 @@ def test_an_editable_install_renders_with_the_checkouts_templates(tmp_path: Path
     tree = source_tree(tmp_path)
     python = environment(tmp_path)
     pip(python, "install", "--editable", str(tree), cwd=tmp_path)
-    bundled, config = probe(python, cwd=tmp_path)
+    bundled, _ = probe(python, cwd=tmp_path)
     assert bundled == tree / "templates"
     # An edit to the checkout's template is what renders next, with no reinstall.
     defaults = tree / "templates" / "defaults.j2"
     defaults.write_text(defaults.read_text().replace("defaults", "defaults # edited", 1))
-    assert "defaults # edited" not in config
     assert "defaults # edited" in probe(python, cwd=tmp_path)[1]

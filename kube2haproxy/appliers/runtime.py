@@ -11,7 +11,6 @@ busy left it, parked), and `del server` finding it busy (it stays, parked, until
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from kube2haproxy.appliers.cli_socket import split_replies, unix_command
 from kube2haproxy.capabilities import Capabilities
 from kube2haproxy.deployed import RouteChange, RuntimeOps, ServerAdd, SlotChange
 from kube2haproxy.errors import HAProxyUnavailable, RuntimeUpdateError
+from kube2haproxy.grammar import same_ip
 from kube2haproxy.linestate import ServerStatus
 from kube2haproxy.model import Server, ServerState
 from kube2haproxy.slots import PARKED_ADDRESS
@@ -120,20 +120,13 @@ def unexpected_reply(command: str, reply: str, capabilities: Capabilities) -> st
         match = grammar.fullmatch(reply)
         if match is None:
             return f"{command!r}: {reply!r}"
-        if match["ip"] is not None and not _same_ip(match["ip"], words[4]):
+        if match["ip"] is not None and not same_ip(match["ip"], words[4]):
             return f"{command!r}: HAProxy set the address {match['ip']!r}"
         port = match["port"] or match.groupdict().get("both_port")
         if port is not None and port != words[6]:
             return f"{command!r}: HAProxy set the port {port!r}"
         return None
     return f"{command!r}: not a command this applier sends"
-
-
-def _same_ip(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
-    except ValueError:
-        return False
 
 
 class RuntimeAPI:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from kube2haproxy.doctor.check import Check, fail, ok, plural, warn
 from kube2haproxy.doctor.host import CAP_NET_ADMIN, CAP_NET_BIND_SERVICE, Host
+from kube2haproxy.model import hostport
 from kube2haproxy.sockets import bind_problem
 
 Socket = tuple[str, int]
@@ -100,10 +101,6 @@ def _listed(items: Sequence[str]) -> str:
     return ", ".join(items[:SHOWN]) + more
 
 
-def _hostport(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 def vip_bind(
     host: Host,
     *,
@@ -137,7 +134,7 @@ def vip_bind(
     aside = f" ({privileged} on privileged ports: see privileged-ports)" if privileged else ""
     if not failed:
         bound = len(wanted) - privileged
-        shown = f" ({_listed([_hostport(*s) for s in wanted])})" if sampled else ""
+        shown = f" ({_listed([hostport(*s) for s in wanted])})" if sampled else ""
         hint = "; give -f to test every listener" if sampled else ""
         return ok(name, f"{plural(bound, what, whats)} bound{shown} with {how}{aside}{hint}")
     fixes = []
@@ -152,7 +149,7 @@ def vip_bind(
         fixes.append(f"stop what listens there: ss -ltnp 'sport = :{port}'")
     if not fixes:
         fixes.append("see why each fails above")
-    listed = [f"{_hostport(*s)} ({why})" for s, why in sorted(failed.items())]
+    listed = [f"{hostport(*s)} ({why})" for s, why in sorted(failed.items())]
     return fail(
         name,
         f"{len(failed)} of {len(wanted)} {whats} cannot be bound with {how}: "
