@@ -473,17 +473,26 @@ class Controller:
 
     def _config(self, decision: Plan) -> Config:
         model = decision.model
-        started = time.perf_counter()
-        with gc_tuning.paused():
-            text = self._renderer.render(model)
-        self.metrics.render_seconds.observe(time.perf_counter() - started)
+
+        def render() -> str:
+            started = time.perf_counter()
+            with gc_tuning.paused():
+                text = self._renderer.render(model)
+            self.metrics.render_seconds.observe(time.perf_counter() - started)
+            return text
+
         options = {}
         if decision.ops.adds:
             wanted = {add.options for add in decision.ops.adds}
             for backend in model.backends:
                 if backend.name in wanted:
                     options[backend.name] = self._renderer.server_options(backend)
-        return Config(text, self._renderer.files(model), self._layout.files_glob, options)
+        return Config(
+            render if decision.action is Action.RUNTIME else render(),
+            self._renderer.files(model),
+            self._layout.files_glob,
+            options,
+        )
 
     def _execute(self, decision: Plan) -> None:
         """Apply a plan; a runtime update that goes wrong is applied as a reload instead."""

@@ -11,7 +11,8 @@ HAProxy accepted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -22,17 +23,23 @@ from kube2haproxy.model import Server
 from kube2haproxy.plan import Plan
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Config:
     """A rendered config: its text, the files it refers to (by name in the maps directory), and
-    the glob of the names such files have (older ones are removed once it runs)."""
+    the glob of the names such files have (older ones are removed once it runs). The text may
+    be given as the function that renders it, called at the first use: a runtime update sends
+    its commands first and renders the file after, off the change's latency."""
 
-    text: str
+    source: str | Callable[[], str]
     files: Mapping[str, str] = field(default_factory=dict)
     files_glob: str = ""
     # The options of the server lines of the backends a runtime update adds lines to, as
     # rendered (model backend -> options): an added line runs as a reload would load it.
     server_options: Mapping[str, str] = field(default_factory=dict)
+
+    @functools.cached_property
+    def text(self) -> str:
+        return self.source if isinstance(self.source, str) else self.source()
 
 
 class Outcome(StrEnum):
