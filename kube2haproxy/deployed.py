@@ -106,6 +106,10 @@ class Deployed:
     routes: Mapping[int, Mapping[str, str]] = field(default_factory=dict)  # port -> VIP -> backend
     maps: Mapping[int, str] = field(default_factory=dict)  # port -> map file HAProxy loaded
     ports: Mapping[int, tuple[int, ...]] = field(default_factory=dict)  # port -> families bound
+    # Lines of static-rr backends loaded draining: a config gives them weight 0, and a static
+    # algorithm takes no other weight than 0% or 100% of the loaded one (HAProxy refuses
+    # `set server ... weight 1`, 2.6 to 3.4), so only a reload makes them take connections.
+    weightless: frozenset[tuple[str, str]] = frozenset()
 
     def home(self, backend: str) -> str:
         """The backend HAProxy serves a model backend with."""
@@ -154,6 +158,13 @@ def loaded(
         routes=routes or {},
         maps=maps or {},
         ports=ports or {},
+        weightless=frozenset(
+            (b.name, s.name)
+            for b in model.backends
+            if not _dynamic(b)
+            for s in b.servers
+            if s.state is ServerState.DRAIN
+        ),
     )
 
 
@@ -242,6 +253,11 @@ class Transition:
         running, wanted = home.servers, backend.servers
         if len(wanted) > len(running) and not (
             self._abilities.add_servers and _dynamic(backend) and _dynamic(home)
+        ):
+            return False
+        weightless = self._old.weightless
+        if weightless and any(
+            s.state is ServerState.READY and (home.name, s.name) in weightless for s in wanted
         ):
             return False
         lines = list(wanted)

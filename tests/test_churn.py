@@ -277,3 +277,26 @@ def test_an_endpoint_loaded_draining_that_serves_again_takes_new_connections(
             not s.parked and s.state.value == "ready" for s in lines.values() if s.port == b1.port
         )
         assert reloads(supervisor) == 0
+
+
+def test_a_static_rr_endpoint_loaded_draining_is_readied_by_one_planned_reload(
+    tmp_path: Path, haproxy_bin: str, backends: list[Backend]
+) -> None:
+    """On a static algorithm HAProxy refuses the `weight 1` a line loaded at weight 0 needs
+    (2.6 to 3.4): readying it is planned as a reload, never tried and fallen back from."""
+    vip = loopback_ip()
+    port = free_port(vip)
+    b0, b1 = backends[0], backends[1]
+    static = {"kube2haproxy.io/balance": "static-rr"}
+    with serving(tmp_path, haproxy_bin, SETTINGS) as (controller, source, supervisor):
+        source.put(service("web", cluster_ips=[vip], ports=[("http", port)], annotations=static))
+        source.put(slice_of("web", b0, terminating=(b1,)))
+        source.synced()
+        wait_for(controller.ready.is_set, what="the first config")
+        assert responders(vip, port, requests=10) == {"b0"}
+        source.put(slice_of("web", b0, b1))
+        slots = controller.metrics.reload_reasons.labels("slots")
+        wait_for(lambda: slots._value.get() == 1, what="one reload, for the slots")
+        assert serves(vip, port, {"b0", "b1"}) == {"b0", "b1"}
+        assert reloads(supervisor) == 1
+        assert controller.metrics.runtime_updates.labels("fallback")._value.get() == 0

@@ -13,7 +13,7 @@ from kube2haproxy.deployed import Abilities, Deployed, RuntimeOps, Transition, l
 from kube2haproxy.layouts import layout
 from kube2haproxy.model import Backend, Balance, Model, Server, ServerState, hostport
 from kube2haproxy.plan import Action, Reason, Scope, correct, diff, loaded_state, plan
-from testkit.builders import JSON, endpoint_slice, service
+from testkit.builders import JSON, endpoint, endpoint_slice, service
 from tests.pipeline import run
 
 PER_SERVICE = Scope(layout("per-service"))
@@ -381,6 +381,28 @@ def test_static_rr_cannot_take_servers_at_runtime():
     assert (decision.action, decision.reasons) == (Action.RELOAD, (Reason.SLOTS,))
     # Within its slots it still changes at runtime.
     assert plan(running(small), model(*_web(3, **static)), PER_SERVICE).action is Action.RUNTIME
+
+
+@pytest.mark.parametrize("balance", ["static-rr", "roundrobin"])
+def test_a_static_rr_line_loaded_draining_is_readied_by_a_reload(balance):
+    """A draining endpoint renders `weight 0`; readying it needs `weight 1`, which HAProxy
+    refuses on a static algorithm (only 0% or 100% of the loaded weight): a reload, planned.
+    Dynamic algorithms take it at runtime."""
+    extra = {"annotations": {"kube2haproxy.io/balance": balance}}
+    draining = endpoint("10.1.0.2", ready=False, serving=True, terminating=True)
+    before = model(
+        service("web", cluster_ips=["10.96.0.10"], **extra),
+        endpoint_slice(endpoints=["10.1.0.1", draining]),
+    )
+    after = model(*_web(2, **extra))
+    decision = plan(running(before), after, PER_SERVICE)
+    if balance == "static-rr":
+        assert (decision.action, decision.reasons) == (Action.RELOAD, (Reason.SLOTS,))
+    else:
+        assert decision.action is Action.RUNTIME
+    # Once reloaded, the line loaded ready drains and is readied again at runtime.
+    assert plan(running(after), before, PER_SERVICE).action is Action.RUNTIME
+    assert plan(running(after), after, PER_SERVICE).action is Action.NONE
 
 
 @pytest.mark.parametrize("deletes", [True, False])
