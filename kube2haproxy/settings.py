@@ -127,7 +127,7 @@ class RenderSettings:
             choices=tuple(LAYOUTS),
         ),
     )
-    # An empty backend costs ~11 KB of worker memory on 2.6 and ~4 KB on 3.4 (bench/memory.py
+    # An empty backend costs ~10 KB of worker memory on 2.6 and ~4 KB on 3.4 (bench/memory.py
     # --spare-backends): 500 cover a burst of new services between two reloads for ~5 MB.
     spare_backends: int = field(
         default=500,

@@ -388,13 +388,13 @@ def test_a_static_rr_line_loaded_draining_is_readied_by_a_reload(balance):
     """A draining endpoint renders `weight 0`; readying it needs `weight 1`, which HAProxy
     refuses on a static algorithm (only 0% or 100% of the loaded weight): a reload, planned.
     Dynamic algorithms take it at runtime."""
-    extra = {"annotations": {"kube2haproxy.io/balance": balance}}
+    annotations = {"kube2haproxy.io/balance": balance}
     draining = endpoint("10.1.0.2", ready=False, serving=True, terminating=True)
     before = model(
-        service("web", cluster_ips=["10.96.0.10"], **extra),
+        service("web", cluster_ips=["10.96.0.10"], annotations=annotations),
         endpoint_slice(endpoints=["10.1.0.1", draining]),
     )
-    after = model(*_web(2, **extra))
+    after = model(*_web(2, annotations=annotations))
     decision = plan(running(before), after, PER_SERVICE)
     if balance == "static-rr":
         assert (decision.action, decision.reasons) == (Action.RELOAD, (Reason.SLOTS,))
