@@ -58,6 +58,10 @@ class Capabilities:
     addr_reply_changed_only: bool
     # `add backend`, `publish backend`, `del backend` (3.4).
     dynamic_backends: bool
+    # `del server` may be used: several crash fixes of it came after 2.6.12 (3.0).
+    safe_server_delete: bool
+    # A worker left running as root is warned about at every start and reload (3.3).
+    warns_as_root: bool
 
 
 def capabilities(version: Version) -> Capabilities:
@@ -73,4 +77,6 @@ def capabilities(version: Version) -> Capabilities:
         workers_listed_early=version >= Version(3, 1),
         addr_reply_changed_only=version >= Version(3, 0),
         dynamic_backends=version >= Version(3, 4),
+        safe_server_delete=version >= Version(3, 0),
+        warns_as_root=version >= Version(3, 3),
     )

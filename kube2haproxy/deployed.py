@@ -131,14 +131,6 @@ def takes_spare(backend: Backend) -> bool:
     return backend.settings[4:] == _SPARE_SETTINGS
 
 
-def routes_of(
-    entries: Mapping[str, Sequence[tuple[str, str]]], names: Mapping[str, int]
-) -> dict[int, dict[str, str]]:
-    """Per-port routes from a layout's maps (file name -> (VIP, backend) entries), with each
-    file's port (`names`: file name -> port)."""
-    return {names[name]: dict(rows) for name, rows in entries.items()}
-
-
 def loaded(
     model: Model,
     *,

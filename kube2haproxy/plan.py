@@ -80,11 +80,6 @@ class Changes:
     def empty(self) -> bool:
         return self == Changes()
 
-    @property
-    def servers_only(self) -> bool:
-        """Only endpoints moved, within the slots."""
-        return bool(self.servers_changed) and self == Changes(servers_changed=self.servers_changed)
-
 
 @dataclass(frozen=True, slots=True)
 class Scope:
@@ -353,21 +348,6 @@ def diff(old: Model, new: Model, *, globals_changed: bool = False) -> Changes:
         servers_changed=tuple(servers_changed),
         globals_changed=globals_changed,
     )
-
-
-def reload_reasons(changes: Changes) -> tuple[Reason, ...]:
-    """The reasons a change needs a reload, as metric labels."""
-    return tuple(
-        reason
-        for reason, present in (
-            (Reason.GLOBALS, changes.globals_changed),
-            (Reason.SERVICES, changes.services_added or changes.services_removed),
-            (Reason.FRONTENDS, changes.frontends_changed),
-            (Reason.BACKENDS, changes.backends_changed),
-            (Reason.SLOTS, changes.slots_changed),
-        )
-        if present
-    ) or (Reason.ENDPOINTS,)
 
 
 def details(changes: Changes) -> tuple[str, ...]:

@@ -49,9 +49,6 @@ class Board:
         self._lock = threading.Lock()
         self._last: tuple[reports.Published, reports.StatusReport] | None = None
 
-    def published(self) -> reports.Published | None:
-        return self._status()
-
     def report(self) -> reports.StatusReport | None:
         published = self._status()
         if published is None:

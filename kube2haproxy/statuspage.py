@@ -10,7 +10,6 @@ name do (the same query parameters as /status). Pure.
 from __future__ import annotations
 
 import html
-from urllib.parse import quote
 
 from kube2haproxy import tables
 from kube2haproxy.status import Filter, Row, StatusReport
@@ -36,6 +35,18 @@ span.down { color: #b42318; font-weight: 600; }
 def e(text: object) -> str:
     """Escaped for HTML text and double- or single-quoted attributes."""
     return html.escape(str(text), quote=True)
+
+
+def path_segment(text: str) -> str:
+    """Percent-encoded for a URL path segment (RFC 3986 unreserved characters as they are);
+    urllib.parse.quote(text, safe="") by hand: the core imports nothing of urllib."""
+    unreserved = "-._~"
+    return "".join(
+        c
+        if c.isascii() and (c.isalnum() or c in unreserved)
+        else "".join(f"%{b:02X}" for b in c.encode("utf-8"))
+        for c in text
+    )
 
 
 def page(found: StatusReport, chosen: Filter, *, selector: str = "") -> str:
@@ -67,7 +78,7 @@ def page(found: StatusReport, chosen: Filter, *, selector: str = "") -> str:
 
 
 def _row(row: Row, now: float) -> str:
-    link = f"/status/{quote(row.namespace, safe='')}/{quote(row.name, safe='')}"
+    link = f"/status/{path_segment(row.namespace)}/{path_segment(row.name)}"
     name = f'<a href="{e(link)}">{e(row.namespace)}/{e(row.name)}</a>'
     endpoints = "-"
     if row.backend:

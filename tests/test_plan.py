@@ -132,17 +132,6 @@ def test_added_services_are_not_repeated_as_frontends_and_backends():
     assert changes.frontends_changed == () and changes.backends_changed == ()
 
 
-def test_servers_only_tells_endpoint_churn_from_the_rest():
-    moved = [
-        *BASE[:3],
-        endpoint_slice("api", endpoints=["10.2.0.7"], ports=[("http", 8080), ("grpc", 9000)]),
-    ]
-    assert diff(model(*BASE), model(*moved)).servers_only
-    grown = [*moved, service("new", cluster_ips=["10.96.0.12"])]
-    assert not diff(model(*BASE), model(*grown)).servers_only
-    assert not diff(model(*BASE), model(*BASE)).servers_only
-
-
 def test_many_services_are_counted_not_listed():
     extra = [service(f"s{i}", cluster_ips=[f"10.96.1.{i}"]) for i in range(5)]
     decision = plan(running(model(*BASE)), model(*BASE, *extra), PER_SERVICE)

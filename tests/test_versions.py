@@ -55,18 +55,21 @@ def test_the_version_is_read_from_either_form(version):
 
 
 @pytest.mark.parametrize(
-    ("version", "reply", "busy", "early", "changed_only", "backends"),
+    ("version", "reply", "busy", "early", "changed_only", "backends", "delete", "root"),
     [
-        ("2.6.12", False, False, False, False, False),
-        ("2.7.0", True, False, False, False, False),  # v2.7.0: `reload` answers Success=
-        ("2.9.0", True, False, False, False, False),
-        ("3.0.11", True, False, False, True, False),  # v3.0.0: set server says what changed
-        ("3.1.0", True, True, True, True, False),  # v3.1.0: busy reply; workers listed early
-        ("3.2.0", True, True, True, True, False),
-        ("3.4.0", True, True, True, True, True),  # add backend
+        ("2.6.12", False, False, False, False, False, False, False),
+        ("2.7.0", True, False, False, False, False, False, False),  # `reload` answers Success=
+        ("2.9.0", True, False, False, False, False, False, False),
+        ("3.0.11", True, False, False, True, False, True, False),  # set server: what changed
+        ("3.1.0", True, True, True, True, False, True, False),  # busy reply; listed early
+        ("3.2.0", True, True, True, True, False, True, False),
+        ("3.3.0", True, True, True, True, False, True, True),  # warns about root workers
+        ("3.4.0", True, True, True, True, True, True, True),  # add backend
     ],
 )
-def test_capabilities_follow_the_version(version, reply, busy, early, changed_only, backends):
+def test_capabilities_follow_the_version(
+    version, reply, busy, early, changed_only, backends, delete, root
+):
     found = capabilities(parse_version(version))
     assert (
         found.reload_reply,
@@ -74,7 +77,9 @@ def test_capabilities_follow_the_version(version, reply, busy, early, changed_on
         found.workers_listed_early,
         found.addr_reply_changed_only,
         found.dynamic_backends,
-    ) == (reply, busy, early, changed_only, backends)
+        found.safe_server_delete,
+        found.warns_as_root,
+    ) == (reply, busy, early, changed_only, backends, delete, root)
 
 
 @pytest.mark.parametrize("text", ["2.5.14", "HAProxy version 1.8.30 2021/04/12", "2.4.22-f8e3218"])

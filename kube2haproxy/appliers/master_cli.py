@@ -23,7 +23,7 @@ from kube2haproxy.appliers import ApplyReport, Config, Outcome, Running
 from kube2haproxy.appliers.master import MasterCLI
 from kube2haproxy.appliers.runtime import RuntimeAPI
 from kube2haproxy.appliers.supervisor import Supervisor
-from kube2haproxy.capabilities import Capabilities, Version, capabilities
+from kube2haproxy.capabilities import Capabilities, capabilities
 from kube2haproxy.deployed import Abilities
 from kube2haproxy.errors import (
     ConfigRefused,
@@ -97,10 +97,10 @@ class MasterCLIApplier:
         """Servers are added at runtime on every version; deleted from 3.0 (several crash fixes
         of `del server` came after 2.6.12: 2.6 parks them until the next reload)."""
         try:
-            version = self.capabilities().version
+            caps = self.capabilities()
         except HAProxyUnavailable:
             return Abilities()
-        return Abilities(delete_servers=version >= Version(3, 0))
+        return Abilities(delete_servers=caps.safe_server_delete)
 
     def close(self) -> None:
         self._writer.flush()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kube2haproxy.appliers.cli_socket import unix_command
 from kube2haproxy.appliers.master import MasterCLI
-from kube2haproxy.capabilities import Capabilities, Version, capabilities, parse_version
+from kube2haproxy.capabilities import Capabilities, capabilities, parse_version
 from kube2haproxy.doctor.check import Check, fail, ok, warn
 from kube2haproxy.errors import HAProxyUnavailable, UnsupportedVersion
 
@@ -63,7 +63,7 @@ def haproxy_binary(
             "--no-bind-transparent with sysctl -w net.ipv4.ip_nonlocal_bind=1",
         ), found
     # 3.3 and later warn at every start and reload of a worker left running as root.
-    if supervised and root and worker_uid is None and found.version >= Version(3, 3):
+    if supervised and root and worker_uid is None and found.warns_as_root:
         return warn(
             name,
             f"{detail}; its workers would run as root, which HAProxy {found.version} warns "
