@@ -20,17 +20,14 @@ from urllib.parse import quote
 
 import click
 
-from kube2haproxy import __version__, dns, dryrun, logs, remote, selectors, settings, tables
+from kube2haproxy import __version__, dns, dryrun, logs, selectors, settings
 from kube2haproxy.errors import ExitCode, GrammarError, InputError, Kube2HAProxyError, StrictError
-from kube2haproxy.explain import Explanation, explain
 from kube2haproxy.findings import Finding, Severity
 from kube2haproxy.grammar import duration_ms
 from kube2haproxy.layouts import layout
 from kube2haproxy.options import OptionSpec, ValueKind
 from kube2haproxy.render import duration
 from kube2haproxy.resources import Key
-from kube2haproxy.status import StatusReport
-from kube2haproxy.wire import encode
 
 F = Callable[..., Any]
 
@@ -414,6 +411,10 @@ def status_command(
     kube2haproxy status -n shop -l app=web -o wide
     kube2haproxy status --listen 10.0.0.5:9333 'shop/*'
     """
+    from kube2haproxy import remote, tables  # noqa: PLC0415 - not needed by render and run
+    from kube2haproxy.status import StatusReport  # noqa: PLC0415
+    from kube2haproxy.wire import encode  # noqa: PLC0415
+
     chosen = settings_from(values)
     try:
         selectors.parse(selector)
@@ -463,6 +464,10 @@ def explain_command(
     kube2haproxy explain shop/web:http -o json
     kubectl get svc,endpointslices -A -o yaml | kube2haproxy explain -f - shop/web
     """
+    from kube2haproxy import remote, tables  # noqa: PLC0415 - not needed by render and run
+    from kube2haproxy.explain import Explanation, explain  # noqa: PLC0415
+    from kube2haproxy.wire import encode  # noqa: PLC0415
+
     chosen = settings_from(values)
     key, port = _target(target)
     found: Explanation | None
