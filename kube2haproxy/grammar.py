@@ -101,6 +101,11 @@ ORDINARY_IPV4 = re.compile(
     r"(?!0\.0\.0\.0$|127\.|169\.254\.|224\.0\.0\.)" rf"(?:{_OCTET}\.){{3}}{_OCTET}"
 )
 
+# An IPv4 address that unlistenable_ip() finds usable, in canonical form: the VIPs' fast path.
+LISTENABLE_IPV4 = re.compile(
+    r"(?!0\.0\.0\.0$|22[4-9]\.|23[0-9]\.|255\.255\.255\.255$)" rf"(?:{_OCTET}\.){{3}}{_OCTET}"
+)
+
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 # What Go's strings.TrimSpace trims (unicode.IsSpace): ASCII and Latin-1 spaces, then the
 # Unicode White_Space characters.

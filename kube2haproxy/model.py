@@ -9,7 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, dataclass_transform
+
+T = TypeVar("T")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def value_class(cls: type[T]) -> type[T]:
+    """A value class of the model: a dataclass that is frozen for the type checker (mypy, strict,
+    in CI) and plain slots at run time, with equality and a hash over its fields. Nothing may
+    assign to its fields after construction; mypy refuses it where `frozen=True` would refuse
+    it at run time. The model is built once per service on the cold path, and a frozen
+    dataclass's `__init__` (one `object.__setattr__` per field) took 3.5x as long as this one:
+    about 0.25 s of translating 10,000 services (bench/cold.py --phases)."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
 
 
 class Balance(StrEnum):
@@ -38,7 +51,7 @@ def hostport(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class HealthCheck:
     kind: CheckKind
     interval_ms: int
@@ -47,7 +60,7 @@ class HealthCheck:
     path: str  # HTTP checks only; "/" otherwise
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Affinity:
     """sessionAffinity: ClientIP, as a stick table on the client's source address."""
 
@@ -77,7 +90,7 @@ class Server(NamedTuple):
         return self.state is ServerState.PARKED
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class SourceRule:
     """Accept a connection only from `sources` (CIDRs); when `destinations` is non-empty, the rule
     applies only to connections addressed to those VIPs (loadBalancerSourceRanges guard only the
@@ -87,7 +100,7 @@ class SourceRule:
     destinations: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Backend:
     name: str
     namespace: str
@@ -115,7 +128,7 @@ class Backend:
 _BACKEND_SETTINGS = tuple(f.name for f in fields(Backend) if f.name != "servers")
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Bind:
     ip: str
     port: int
@@ -125,7 +138,7 @@ class Bind:
         object.__setattr__(self, "address", hostport(self.ip, self.port))
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Frontend:
     name: str
     namespace: str
@@ -139,14 +152,14 @@ class Frontend:
     source_rules: tuple[SourceRule, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class ServicePort:
     name: str  # "" when unnamed
     port: int
     protocol: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class ServiceEntry:
     """Where a served service lives: its VIPs and served ports (for DNS and VIP publication)."""
 
@@ -157,7 +170,7 @@ class ServiceEntry:
     primary: tuple[str, ...] = ()  # its cluster IPs, or pool addresses: what DNS publishes
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Model:
     """Everything one haproxy.cfg is rendered from. Tuples are sorted by name."""
 

@@ -22,7 +22,8 @@ from kube2haproxy.model import (
     hostport,
 )
 from kube2haproxy.settings import TranslateSettings
-from kube2haproxy.translate import endpoints
+from kube2haproxy.errors import FieldError
+from kube2haproxy.translate import addresses, endpoints
 from testkit.builders import endpoint, endpoint_slice, endpoints_v1, service
 from tests.pipeline import fields_of, run, servers
 
@@ -788,6 +789,61 @@ def test_the_fast_path_takes_an_ordinary_slice():
     )
     assert endpoints.plain_slice(slice_obj) == endpoints.Group(
         {("http", "TCP"): 8080}, (("10.1.0.1", endpoints.READY), ("10.1.0.2", 1))
+    )
+
+
+_VIPS: list[object] = [
+    *("10.96.0.1", "10.96.0.2", "0.0.0.0", "224.0.0.1", "239.255.255.255", "240.0.0.1"),
+    *("255.255.255.255", "255.255.255.254", "223.255.255.255", "127.0.0.1", "010.96.0.3"),
+    *("10.96.0.1\n", "fd00::1", "::ffff:10.96.0.4", "None", "", 7, None),
+]
+
+
+@st.composite
+def _vip_services(draw: st.DrawFn) -> dict[str, Any]:
+    """A service with cluster IPs (mostly ordinary ones), then perhaps external IPs, load
+    balancer addresses or odd values where the fast path must notice them."""
+    obj = service()
+    spec, status = obj["spec"], obj.setdefault("status", {})
+    spec["clusterIPs"] = draw(st.lists(st.sampled_from(_VIPS), max_size=3))
+    where = draw(st.integers(0, 6))
+    if where == 1:
+        spec["externalIPs"] = draw(st.lists(st.sampled_from(_VIPS), max_size=2))
+    elif where == 2:
+        ingress = draw(st.lists(st.sampled_from(_VIPS), max_size=2))
+        status["loadBalancer"] = {"ingress": [{"ip": ip} for ip in ingress]}
+    elif where == 3:
+        status["loadBalancer"] = draw(st.sampled_from(_ODD))
+    elif where == 4:
+        spec["clusterIPs"] = draw(st.sampled_from(_ODD))
+    elif where == 5:
+        obj["status"] = draw(st.sampled_from(_ODD))
+    elif where == 6:
+        spec["clusterIP"] = draw(st.sampled_from(_VIPS))
+    return obj
+
+
+@given(_vip_services())
+@settings(max_examples=500)
+def test_plain_vips_read_fast_as_the_full_reading_reads_them(service_obj):
+    """The VIPs' fast path takes only services the full reading accepts without a finding, and
+    reads them the same: it is exactly as strict."""
+    found = Collector("Service default/web")
+    try:
+        full = addresses.full_vips(copy.deepcopy(service_obj), found)
+    except FieldError:
+        full = None
+    plain = addresses.plain_vips(service_obj)
+    if plain is not None:
+        assert found.found == []
+        assert plain == full
+
+
+def test_the_vips_fast_path_takes_ordinary_cluster_ips():
+    obj = service(cluster_ips=["10.96.0.1", "10.96.0.2"])
+    assert addresses.plain_vips(obj) == (
+        addresses.Vip("10.96.0.1", addresses.Via.CLUSTER_IP),
+        addresses.Vip("10.96.0.2", addresses.Via.CLUSTER_IP),
     )
 
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass
 from typing import TypeVar
 
 from kube2haproxy.findings import Finding, SkipReason
-from kube2haproxy.model import Backend, Frontend, Model, ServiceEntry
+from kube2haproxy.model import Backend, Frontend, Model, ServiceEntry, value_class
 from kube2haproxy.resources import JSON, Key
 from kube2haproxy.settings import TranslateSettings
 from kube2haproxy.store import Snapshot
@@ -40,7 +39,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Translation:
     model: Model
     findings: tuple[Finding, ...]

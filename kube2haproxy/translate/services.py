@@ -9,7 +9,7 @@ cacheable: the same objects always give the same result.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 from kube2haproxy import grammar, names, tuning
@@ -25,6 +25,7 @@ from kube2haproxy.model import (
     ServiceEntry,
     ServicePort,
     SourceRule,
+    value_class,
 )
 from kube2haproxy.resources import (
     JSON,
@@ -64,7 +65,7 @@ _FRONTEND_OPTIONS = tuple(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class ServiceResult:
     """One service translated on its own, before conflicts with other services are settled."""
 
