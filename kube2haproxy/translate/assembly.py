@@ -33,7 +33,18 @@ def assemble(
     frontends: list[Frontend] = []
     backends: list[Backend] = []
     entries: list[ServiceEntry] = []
+    losing = {name for name, _ in lost}
     for result in results:
+        if not vip_cidr and not any(f.name in losing for f in result.frontends):
+            # Nothing of it left out (all but a few services), and no pool addresses given
+            # out: as translate_service built it, every frontend binds every VIP and uses its
+            # own backend, so its backends and entry stand as they are.
+            if result.frontends:
+                frontends.extend(result.frontends)
+                backends.extend(result.backends)
+                if result.entry is not None:
+                    entries.append(result.entry)
+            continue
         kept = []
         for frontend in result.frontends:
             binds = tuple(b for b in frontend.binds if (frontend.name, b) not in lost)
