@@ -31,7 +31,7 @@ def load_and_translate(
 ) -> tuple[list[Finding], Translation]:
     """The manifests' findings then the translation's, and the translation."""
     findings, store = _stored(paths)
-    with gc_tuning.paused():
+    with gc_tuning.paused(keep=True):
         translation = translate(store.snapshot(), settings.translate)
     return [*findings, *translation.findings], translation
 
