@@ -181,4 +181,5 @@ class Model:
     @property
     def server_count(self) -> int:
         """Endpoints served (server lines that are not parked slots)."""
-        return sum(1 for b in self.backends for s in b.servers if not s.parked)
+        parked = ServerState.PARKED  # not `s.parked`: a property call per line, 0.1 s at 10,000
+        return sum(1 for b in self.backends for s in b.servers if s.state is not parked)

@@ -52,6 +52,12 @@ def _address(text: str) -> Address | None:
     """`0100007F:1F90` -> ("127.0.0.1", 8080): the kernel prints each 32-bit word of the
     address in host byte order (little-endian here) and the port in hex."""
     raw, _, port = text.partition(":")
+    if len(raw) == 8:  # IPv4 (/proc/net/tcp): one word, read without ipaddress (10,000 lines)
+        try:
+            n, number = int(raw, 16), int(port, 16)
+        except ValueError:
+            return None
+        return f"{n & 255}.{n >> 8 & 255}.{n >> 16 & 255}.{n >> 24}", number
     try:
         words = bytes.fromhex(raw)
     except ValueError:
@@ -71,14 +77,14 @@ def socket_inodes(pids: Iterable[int], proc: Path = Path("/proc")) -> set[int] |
     (gone, another user's, another pid namespace)."""
     inodes: set[int] = set()
     for pid in pids:
-        directory = proc / str(pid) / "fd"
+        directory = f"{proc}/{pid}/fd"  # text, not Path: HAProxy holds 10,000 descriptors
         try:
             names = os.listdir(directory)
         except OSError:
             return None
         for name in names:
             try:
-                target = os.readlink(directory / name)
+                target = os.readlink(f"{directory}/{name}")
             except OSError:
                 continue
             if target.startswith("socket:["):
@@ -89,21 +95,24 @@ def socket_inodes(pids: Iterable[int], proc: Path = Path("/proc")) -> set[int] |
 def holders(inodes: set[int], proc: Path = Path("/proc")) -> dict[int, int]:
     """inode -> pid of a process holding it, for the inodes found (a scan of /proc)."""
     found: dict[int, int] = {}
+    if not inodes:
+        return found
     wanted = {f"socket:[{inode}]": inode for inode in inodes}
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
             continue
+        directory = f"{proc}/{entry}/fd"
         try:
-            names = os.listdir(entry / "fd")
+            names = os.listdir(directory)
         except OSError:
             continue
         for name in names:
             try:
-                inode = wanted.get(os.readlink(entry / "fd" / name))
+                inode = wanted.get(os.readlink(f"{directory}/{name}"))
             except OSError:
                 continue
             if inode is not None and inode not in found:
-                found[inode] = int(entry.name)
+                found[inode] = int(entry)
         if len(found) == len(wanted):
             break
     return found
