@@ -222,7 +222,7 @@ def _translate_service(
                 service=key.name,
                 port_key=pkey,
                 protocol=port.protocol,
-                binds=tuple(Bind(v.ip, port.port) for v in vips),
+                binds=tuple([Bind(v.ip, port.port) for v in vips]),
                 backend=name,
                 port=port.port,
                 source_rules=source_rules,
@@ -237,9 +237,9 @@ def _translate_service(
     entry = ServiceEntry(
         key.namespace,
         key.name,
-        tuple(v.ip for v in vips),
+        tuple([v.ip for v in vips]),
         tuple(served),
-        primary=tuple(v.ip for v in vips if v.via is Via.CLUSTER_IP),
+        primary=tuple([v.ip for v in vips if v.via is Via.CLUSTER_IP]),
     )
     return ServiceResult(tuple(frontends), tuple(backends), entry, (), vips, created)
 
