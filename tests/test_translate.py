@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kube2haproxy import slots
+from kube2haproxy.errors import FieldError
 from kube2haproxy.findings import Collector, Severity, SkipReason
 from kube2haproxy.model import (
     Balance,
@@ -22,7 +23,6 @@ from kube2haproxy.model import (
     hostport,
 )
 from kube2haproxy.settings import TranslateSettings
-from kube2haproxy.errors import FieldError
 from kube2haproxy.translate import addresses, endpoints
 from testkit.builders import endpoint, endpoint_slice, endpoints_v1, service
 from tests.pipeline import fields_of, run, servers
