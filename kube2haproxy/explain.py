@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from kube2haproxy import dns
 from kube2haproxy.errors import FieldError
-from kube2haproxy.findings import shown
+from kube2haproxy.findings import Collector, shown
 from kube2haproxy.linestate import LineView
 from kube2haproxy.model import Backend, Model, Server, hostport
 from kube2haproxy.resources import JSON, Key
@@ -44,6 +44,7 @@ from kube2haproxy.translate.endpoints import (
     READY,
     SERVING_TERMINATING,
     address_of,
+    group_ports,
     state_of,
 )
 
@@ -324,18 +325,21 @@ def _name(obj: JSON) -> str:
 
 
 def _port_of(ports: object, port: SpecPort) -> int | str:
-    """The number a port list gives a service port (matched by name and protocol, as
-    translate matches them), or why it gives none."""
+    """The number a port list gives a service port (translate's own reading of the list), or
+    why it gives none."""
     if not isinstance(ports, list):
         return "lists no ports"
+    number = group_ports(ports, "ports", Collector("")).get((port.name, port.protocol))
+    if number is not None:
+        return number
     for raw in ports:
         if not isinstance(raw, dict):
             continue
         if (raw.get("name") or "") == port.name and (raw.get("protocol") or "TCP") == port.protocol:
-            number = raw.get("port")
-            if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= 65535:
-                return number
-            return f"gives port {port.name or '(unnamed)'} no usable number ({shown(number)})"
+            # An entry for it that translate left out: its number is what is wrong.
+            return (
+                f"gives port {port.name or '(unnamed)'} no usable number ({shown(raw.get('port'))})"
+            )
     named = f"port {port.name!r}" if port.name else "the unnamed port"
     return (
         f"lists no {named} ({port.protocol}): a named targetPort these pods do not declare, "

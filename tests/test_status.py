@@ -425,6 +425,26 @@ def test_explain_gives_each_endpoint_its_line_or_the_rule_that_left_it_out():
     assert "left out: not ready" in text and "HAPROXY" not in text  # manifests: no HAProxy
 
 
+def test_explain_reads_a_slice_s_ports_as_translate_does():
+    """A port entry translate ignores (no usable number) does not hide a later usable entry of
+    the same name: translate serves the endpoint there, and explain says so."""
+    slices = [
+        endpoint_slice(
+            "web", "shop", name="web-a", endpoints=["10.1.0.1"], ports=[("http", 0), ("http", 8080)]
+        ),
+        endpoint_slice("web", "shop", name="web-b", endpoints=["10.1.0.2"], ports=[("http", 0)]),
+    ]
+    found = explain(
+        published(service("web", "shop"), *slices), Key("shop", "web"), now=NOW, source="manifests"
+    )
+    assert found is not None
+    (port,) = found.ports
+    assert [(e.address, e.served, e.role or e.reason) for e in port.endpoints] == [
+        ("10.1.0.1:8080", True, "ready"),
+        ("10.1.0.2", False, "the slice gives port http no usable number (0)"),
+    ]
+
+
 def test_explain_when_only_terminating_endpoints_serve_and_with_publish_not_ready():
     slices = [
         endpoint_slice(

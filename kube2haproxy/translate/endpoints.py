@@ -38,9 +38,7 @@ def groups(
     return parse_endpoints(endpoints, settings, found)
 
 
-def _group_ports(
-    raw_ports: list[object], path: str, found: Collector
-) -> dict[tuple[str, str], int]:
+def group_ports(raw_ports: list[object], path: str, found: Collector) -> dict[tuple[str, str], int]:
     ports: dict[tuple[str, str], int] = {}
     for i, raw in enumerate(raw_ports):
         if not isinstance(raw, dict):
@@ -155,7 +153,7 @@ def full_slice(slice_obj: JSON, settings: TranslateSettings, service: Collector)
             found.warn("addressType", f"unknown address type {shown(address_type)}; slice skipped")
             return Group()
         family = 4 if address_type == "IPv4" else 6
-        ports = _group_ports(get_list(slice_obj, "ports", "ports"), "ports", found)
+        ports = group_ports(get_list(slice_obj, "ports", "ports"), "ports", found)
         addresses = []
         for i, raw in enumerate(get_list(slice_obj, "endpoints", "endpoints")):
             try:
@@ -268,7 +266,7 @@ def parse_endpoints(
             if not isinstance(subset, dict):
                 found.warn(path, "expected a mapping; subset skipped")
                 continue
-            ports = _group_ports(get_list(subset, "ports", f"{path}.ports"), f"{path}.ports", found)
+            ports = group_ports(get_list(subset, "ports", f"{path}.ports"), f"{path}.ports", found)
             addresses = []
             for listing, state in (("addresses", READY), ("notReadyAddresses", NOT_READY)):
                 for i, raw in enumerate(get_list(subset, listing, f"{path}.{listing}")):
