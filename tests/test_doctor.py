@@ -323,12 +323,17 @@ def test_vip_routes(tmp_path):
 
 
 def test_samples_stand_for_each_network():
-    assert network.samples(["10.0.0.0/24", "2001:db8::/127", "192.0.2.7/32"]) == [
+    """The first and last address the pool gives out (translate.addresses.usable): IPv6 has no
+    broadcast address, so its last is a service's too."""
+    networks = ["10.0.0.0/24", "2001:db8::/127", "192.0.2.7/32", "2001:db8:1::/120"]
+    assert network.samples(networks) == [
         "10.0.0.1",
         "10.0.0.254",
         "2001:db8::",
         "2001:db8::1",
         "192.0.2.7",
+        "2001:db8:1::1",
+        "2001:db8:1::ff",
     ]
 
 

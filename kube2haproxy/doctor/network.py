@@ -24,6 +24,7 @@ from kube2haproxy.doctor.check import Check, fail, ok, plural, warn
 from kube2haproxy.doctor.host import CAP_NET_ADMIN, CAP_NET_BIND_SERVICE, Host
 from kube2haproxy.model import hostport
 from kube2haproxy.sockets import bind_problem
+from kube2haproxy.translate.addresses import usable
 
 Socket = tuple[str, int]
 
@@ -88,10 +89,8 @@ def samples(networks: Iterable[str]) -> list[str]:
     out = []
     for text in networks:
         network = ipaddress.ip_network(text, strict=False)
-        if network.num_addresses > 2:
-            first, last = network[1], network[-2]
-        else:
-            first, last = network[0], network[-1]
+        offset, count = usable(network)  # what the pool gives out, as translate reads it
+        first, last = network[offset], network[offset + count - 1]
         out += [str(first), str(last)] if first != last else [str(first)]
     return out
 
