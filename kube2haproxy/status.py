@@ -22,6 +22,7 @@ from kube2haproxy.deployed import Deployed
 from kube2haproxy.errors import FieldError
 from kube2haproxy.findings import Finding, Severity, SkipReason, subject
 from kube2haproxy.grammar import same_ip
+from kube2haproxy.layouts import layout
 from kube2haproxy.linestate import STATES, UNKNOWN, LineView, ServerStatus
 from kube2haproxy.model import Backend, Frontend, Model, Server
 from kube2haproxy.resources import JSON, Key, get_dict, string_map
@@ -446,7 +447,7 @@ def _served(
         state=SERVED,
         reason="; ".join(_about(f) for f in findings if f.severity is Severity.WARNING),
         vips=tuple(b.ip for b in frontend.binds),
-        frontend=frontend_name(published.settings.render.frontend_layout, frontend),
+        frontend=layout(published.settings.render.frontend_layout).frontend_name(frontend),
         backend=frontend.backend,
         running=home if home != frontend.backend else "",
         endpoints=len(views),
@@ -462,11 +463,6 @@ def _about(finding: Finding) -> str:
     if not finding.field or finding.field in finding.message:
         return finding.message
     return f"{finding.field}: {finding.message}"
-
-
-def frontend_name(layout: str, frontend: Frontend) -> str:
-    """The frontend HAProxy runs for a service port: its own, or its port's (per-port)."""
-    return f"port_{frontend.port}" if layout == "per-port" else frontend.name
 
 
 def line_views(published: Published, backend: Backend) -> list[tuple[Server, LineView | None]]:

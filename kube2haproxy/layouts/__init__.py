@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from kube2haproxy.findings import Finding
 from kube2haproxy.layouts.per_port import PerPort, PortRoutes
 from kube2haproxy.layouts.per_service import PerService
-from kube2haproxy.model import Model
+from kube2haproxy.model import Frontend, Model
 
 Socket = tuple[str, int]  # (address, port) of one listening socket; "0.0.0.0"/"::" wildcards
 
@@ -32,6 +32,10 @@ class Layout(Protocol):
 
     def items(self, model: Model) -> tuple[Any, ...]:
         """What `template` renders, in config order."""
+        ...
+
+    def frontend_name(self, frontend: Frontend) -> str:
+        """The name of the HAProxy frontend that serves a service port of the model."""
         ...
 
     def maps(self, model: Model) -> dict[str, tuple[str, int]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from kube2haproxy import tuning
 from kube2haproxy.findings import Finding, subject, warning
-from kube2haproxy.model import Model
+from kube2haproxy.model import Frontend, Model
 
 MAP_FILES = "port-*.map"  # the names port_frontends gives its files, as a glob
 
@@ -34,7 +34,12 @@ class PortFrontend:
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "name", f"port_{self.port}")
+        object.__setattr__(self, "name", port_frontend_name(self.port))
+
+
+def port_frontend_name(port: int) -> str:
+    """The frontend of every service port with this number."""
+    return f"port_{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,9 @@ class PerPort:
         # The last model's frontends and what they gave: render asks for items and files of
         # the same model, and a runtime update keeps the frontends as the very same objects.
         self._last: tuple[object, tuple[PortFrontend, ...], dict[int, PortMap]] | None = None
+
+    def frontend_name(self, frontend: Frontend) -> str:
+        return port_frontend_name(frontend.port)
 
     def _of(self, model: Model) -> tuple[tuple[PortFrontend, ...], dict[int, PortMap]]:
         if self._last is None or self._last[0] is not model.frontends:

@@ -23,6 +23,9 @@ class PerService:
     def items(self, model: Model) -> tuple[Frontend, ...]:
         return model.frontends
 
+    def frontend_name(self, frontend: Frontend) -> str:
+        return frontend.name
+
     def maps(self, model: Model) -> dict[str, tuple[str, int]]:
         return {}
 
