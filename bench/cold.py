@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for testkit
 
 from cluster import cluster
-from harness import raise_fd_limit, rss_mb, wait_ready
+from harness import raise_fd_limit, rss_mb, stop, wait_ready
 
 from kube2haproxy import gc_tuning
 from kube2haproxy.render import Renderer
@@ -131,11 +131,7 @@ def serve(source: Path, path: Path, workdir: Path, haproxy_bin: str) -> dict[str
             rss, peak = rss_mb(process.pid)
             sums = {m[0]: float(m[1]) for m in _METRIC.findall(probe(listen, "/metrics")[1])}
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
     return {"ready": ready, "rss": rss, "peak": peak, **sums}
 
 

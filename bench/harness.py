@@ -98,12 +98,17 @@ def controller(
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Ask a controller to stop (it stops the HAProxy it runs); kill it after a minute."""
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def wait_ready(process: subprocess.Popen[bytes], listen: int, timeout: float) -> float:
