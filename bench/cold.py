@@ -43,12 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, fo
 from cluster import cluster
 from harness import raise_fd_limit, rss_mb, stop, wait_ready
 
-from kube2haproxy import gc_tuning
-from kube2haproxy.render import Renderer
-from kube2haproxy.settings import RenderSettings, TranslateSettings
-from kube2haproxy.sources import manifests
-from kube2haproxy.store import Store
-from kube2haproxy.translate import translate
+from kube2haproxy import dryrun
+from kube2haproxy.settings import Settings
 from testkit.backends import free_port, probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,21 +75,17 @@ def render_argv(source: Path, path: Path, output: Path) -> tuple[list[str], dict
 
 
 def phases(path: Path) -> None:
-    """One render in this process, phase by phase (CPU seconds)."""
+    """One render in this process, phase by phase (CPU seconds), through the functions the
+    `render` command runs (kube2haproxy.dryrun), the file not written."""
+    settings = Settings()
     clock = time.process_time
     t1 = clock()
-    with gc_tuning.loading():
-        loaded = manifests.load((str(path),))
-        store = Store()
-        for (kind, key), obj in loaded.objects.items():
-            store.put(kind, key, obj)
+    _, store = dryrun.stored((str(path),))
     t2 = clock()
-    with gc_tuning.paused():
-        model = translate(store.snapshot(), TranslateSettings()).model
+    translation = dryrun.translated(store, settings)
     t3 = clock()
-    renderer = Renderer(RenderSettings())
-    with gc_tuning.paused():
-        text = renderer.render(model)
+    renderer = dryrun.renderer(settings, output=None)
+    text = dryrun.render(translation, settings, renderer, output=None, check=False).text
     t4 = clock()
     print(
         f"phases (CPU s): load {t2 - t1:.3f}, translate {t3 - t2:.3f}, "
@@ -152,11 +144,15 @@ def serve_report(sources: dict[str, Path], path: Path, tmp: Path, haproxy_bin: s
         own = got["ready"] - metric("validate") - metric("reload")
         print(
             f"{name:>9} {got['ready']:>6.2f}s {metric('validate'):>7.2f}s "
-            f"{metric('reload'):>6.2f}s {own:>5.2f}s {own / metric('validate'):>6.2f} "
+            f"{metric('reload'):>6.2f}s {own:>5.2f}s {_ratio(own, metric('validate')):>6} "
             f"{metric('translate'):>9.2f}s "
             f"{metric('render'):>6.2f}s {got['rss']:>4.0f} MB {got['peak']:>4.0f} MB",
             flush=True,
         )
+
+
+def _ratio(part: float, whole: float) -> str:
+    return f"{part / whole:.2f}" if whole else "-"
 
 
 def main() -> None:

@@ -30,13 +30,12 @@ def load_and_translate(
     paths: tuple[str, ...], settings: Settings
 ) -> tuple[list[Finding], Translation]:
     """The manifests' findings then the translation's, and the translation."""
-    findings, store = _stored(paths)
-    with gc_tuning.paused(keep=True):
-        translation = translate(store.snapshot(), settings.translate)
+    findings, store = stored(paths)
+    translation = translated(store, settings)
     return [*findings, *translation.findings], translation
 
 
-def _stored(paths: tuple[str, ...]) -> tuple[list[Finding], Store]:
+def stored(paths: tuple[str, ...]) -> tuple[list[Finding], Store]:
     """The manifests' findings, and their objects in a store."""
     with gc_tuning.loading():
         loaded = manifests.load(paths)
@@ -46,10 +45,16 @@ def _stored(paths: tuple[str, ...]) -> tuple[list[Finding], Store]:
     return list(loaded.findings), store
 
 
+def translated(store: Store, settings: Settings) -> Translation:
+    """The model of what the store holds, kept: frozen out of the collector's reach."""
+    with gc_tuning.paused(keep=True):
+        return translate(store.snapshot(), settings.translate)
+
+
 def published(paths: tuple[str, ...], settings: Settings, *, now: float) -> Published:
     """What a controller following these manifests would publish once applied (without
     HAProxy's view): for `explain -f`."""
-    findings, store = _stored(paths)
+    findings, store = stored(paths)
     return published_of(store, settings, now=now, findings=findings)
 
 

@@ -230,6 +230,20 @@ def test_ipv4_fast_path_agrees_with_ipaddress(number):
     text = str(ipaddress.IPv4Address(number))
     assert grammar.ip_text(text) == (text, 4)
     assert bool(grammar.ORDINARY_IPV4.fullmatch(text)) == (grammar.special_ip(text, 4) is None)
+    listenable = grammar.unlistenable_ip(text, 4) is None
+    assert bool(grammar.LISTENABLE_IPV4.fullmatch(text)) == listenable
+
+
+def test_the_ipv4_fast_paths_agree_on_every_first_octet_and_the_edges():
+    """Where the fast paths' ranges begin and end (a random address rarely lands there)."""
+    texts = [
+        f"{octet}.{rest}" for octet in range(256) for rest in ("0.0.0", "1.2.3", "255.255.255")
+    ]
+    texts += ["0.0.0.0", "255.255.255.255", "255.255.255.254", "169.254.0.1", "224.0.0.255"]
+    for text in texts:
+        special, unlistenable = grammar.special_ip(text, 4), grammar.unlistenable_ip(text, 4)
+        assert bool(grammar.ORDINARY_IPV4.fullmatch(text)) == (special is None), text
+        assert bool(grammar.LISTENABLE_IPV4.fullmatch(text)) == (unlistenable is None), text
 
 
 @given(st.integers(min_value=0, max_value=2**32 - 1))

@@ -805,7 +805,8 @@ def _vip_services(draw: st.DrawFn) -> dict[str, Any]:
     balancer addresses or odd values where the fast path must notice them."""
     obj = service()
     spec, status = obj["spec"], obj.setdefault("status", {})
-    spec["clusterIPs"] = draw(st.lists(st.sampled_from(_VIPS), max_size=3))
+    any_ipv4 = st.ip_addresses(v=4).map(str)
+    spec["clusterIPs"] = draw(st.lists(st.one_of(st.sampled_from(_VIPS), any_ipv4), max_size=3))
     where = draw(st.integers(0, 6))
     if where == 1:
         spec["externalIPs"] = draw(st.lists(st.sampled_from(_VIPS), max_size=2))

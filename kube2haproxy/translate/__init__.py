@@ -22,7 +22,7 @@ from kube2haproxy.resources import JSON, Key
 from kube2haproxy.settings import TranslateSettings
 from kube2haproxy.store import Snapshot
 from kube2haproxy.translate.addresses import vip_cidr_networks
-from kube2haproxy.translate.assembly import assemble
+from kube2haproxy.translate.assembly import assemble, served
 from kube2haproxy.translate.services import ServiceResult, translate_service
 
 __all__ = [
@@ -120,18 +120,6 @@ def translate(
     networks = vip_cidr_networks(settings)
     model, findings, contested = assemble(results, unbindable=unbindable, vip_cidr=networks)
     return Translation(model, findings, contested)
-
-
-def served(results: Iterable[ServiceResult]) -> Model:
-    """What these services put in the model when none of their addresses is contested: their
-    frontends, the backends those use, and their entries (unsorted)."""
-    results = list(results)
-    used = {f.backend for r in results for f in r.frontends}
-    return Model(
-        frontends=tuple(f for r in results for f in r.frontends),
-        backends=tuple(b for r in results for b in r.backends if b.name in used),
-        services=tuple(r.entry for r in results if r.entry is not None and r.frontends),
-    )
 
 
 def splice(

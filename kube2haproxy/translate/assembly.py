@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from kube2haproxy import names
 from kube2haproxy.findings import Finding, subject, warning
-from kube2haproxy.model import Backend, Bind, Frontend, Model, ServiceEntry
+from kube2haproxy.model import Bind, Frontend, Model
 from kube2haproxy.translate.addresses import VIP, IPNetwork, Via, Vip, allocate
 from kube2haproxy.translate.services import ServiceResult
 
@@ -30,21 +30,19 @@ def assemble(
     lost = _settle_conflicts(results, findings)
     if unbindable:
         lost |= _unbindable(results, unbindable, findings)
-    frontends: list[Frontend] = []
-    backends: list[Backend] = []
-    entries: list[ServiceEntry] = []
+    # Services none of whose addresses is left out (all but a few) are in the model as
+    # translate_service built them, unless --vip-mode pool gave them addresses.
     losing = {name for name, _ in lost}
+    untouched: list[ServiceResult] = []
+    touched: list[ServiceResult] = []
     for result in results:
-        if not vip_cidr and not any(f.name in losing for f in result.frontends):
-            # Nothing of it left out (all but a few services), and no pool addresses given
-            # out: as translate_service built it, every frontend binds every VIP and uses its
-            # own backend, so its backends and entry stand as they are.
-            if result.frontends:
-                frontends.extend(result.frontends)
-                backends.extend(result.backends)
-                if result.entry is not None:
-                    entries.append(result.entry)
-            continue
+        left_out = vip_cidr or any(f.name in losing for f in result.frontends)
+        (touched if left_out else untouched).append(result)
+    as_built = served(untouched)
+    frontends = list(as_built.frontends)
+    backends = list(as_built.backends)
+    entries = list(as_built.services)
+    for result in touched:
         kept = []
         for frontend in result.frontends:
             binds = tuple(b for b in frontend.binds if (frontend.name, b) not in lost)
@@ -73,6 +71,18 @@ def assemble(
         services=tuple(sorted(entries, key=lambda e: (e.namespace, e.name))),
     )
     return model, tuple(findings), frozenset((bind.ip, bind.port) for _, bind in lost)
+
+
+def served(results: Iterable[ServiceResult]) -> Model:
+    """What these services put in the model when none of their addresses is contested: their
+    frontends, the backends those use, and their entries (unsorted)."""
+    results = list(results)
+    used = {f.backend for r in results for f in r.frontends}
+    return Model(
+        frontends=tuple(f for r in results for f in r.frontends),
+        backends=tuple(b for r in results for b in r.backends if b.name in used),
+        services=tuple(r.entry for r in results if r.entry is not None and r.frontends),
+    )
 
 
 def _settle_conflicts(
