@@ -52,16 +52,12 @@ def _address(text: str) -> Address | None:
     """`0100007F:1F90` -> ("127.0.0.1", 8080): the kernel prints each 32-bit word of the
     address in host byte order (little-endian here) and the port in hex."""
     raw, _, port = text.partition(":")
-    if len(raw) == 8:  # IPv4 (/proc/net/tcp): one word, read without ipaddress (10,000 lines)
-        try:
-            n, number = int(raw, 16), int(port, 16)
-        except ValueError:
-            return None
-        return f"{n & 255}.{n >> 8 & 255}.{n >> 16 & 255}.{n >> 24}", number
     try:
         words = bytes.fromhex(raw)
     except ValueError:
         return None
+    if len(words) == 4:  # IPv4 (/proc/net/tcp): one word, read without ipaddress (10,000 lines)
+        return f"{words[3]}.{words[2]}.{words[1]}.{words[0]}", int(port, 16)
     packed = b"".join(words[i : i + 4][::-1] for i in range(0, len(words), 4))
     try:
         ip = ipaddress.ip_address(packed)
