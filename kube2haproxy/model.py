@@ -22,7 +22,12 @@ def value_class(cls: type[T]) -> type[T]:
     it at run time. The model is built once per service on the cold path, and a frozen
     dataclass's `__init__` (one `object.__setattr__` per field) took 3.5x as long as this one:
     about 0.25 s of translating 10,000 services (bench/cold.py --phases)."""
-    return dataclass(slots=True, unsafe_hash=True)(cls)
+    made = dataclass(slots=True, unsafe_hash=True)(cls)
+    VALUE_CLASSES.append(made)
+    return made
+
+
+VALUE_CLASSES: list[type] = []  # every value class, for tests/test_model_values.py
 
 
 class Balance(StrEnum):

@@ -6,35 +6,27 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import kube2haproxy
+from kube2haproxy import model
+
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = (
-    "kube2haproxy.model",
-    "kube2haproxy.translate",
-    "kube2haproxy.translate.addresses",
-    "kube2haproxy.translate.services",
-)
 
 
 def value_classes() -> list[tuple[str, str, str]]:
-    """(module, class, first field) of each value class: the dataclasses of these modules that
-    are not frozen at run time."""
-    found = []
-    for name in MODULES:
-        module = importlib.import_module(name)
-        for cls in vars(module).values():
-            if (
-                isinstance(cls, type)
-                and cls.__module__ == name
-                and dataclasses.is_dataclass(cls)
-                and not cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
-            ):
-                found.append((name, cls.__name__, dataclasses.fields(cls)[0].name))
-    return found
+    """(module, class, first field) of each value class of the package (every module imported
+    first, so that none is missed)."""
+    for module in pkgutil.walk_packages(kube2haproxy.__path__, "kube2haproxy."):
+        importlib.import_module(module.name)
+    return [
+        (cls.__module__, cls.__name__, dataclasses.fields(cls)[0].name)
+        for cls in model.VALUE_CLASSES
+    ]
 
 
 def test_the_models_value_classes_are_found():
