@@ -6,7 +6,10 @@ the settings), then the frontends and the backends, each rendered by runs of con
 (frontends.j2, backends.j2). A run's text is cached on the identity of its items: the model
 keeps unchanged frontends and backends as the very same objects, so after an endpoint change
 only the run holding that backend is rendered again. Runs end after items whose name hashes to a
-multiple of RUN, so an added or removed item changes one run, not all those after it.
+multiple of RUN, so an added or removed item changes one run, not all those after it. When only
+some items were replaced by others of the same names (endpoint churn), the runs they fall in are
+found from the last render's layout and the rest is its text again: O(changed items) of Python,
+and one join of the file's parts.
 
 Undefined variables are errors (StrictUndefined), reported with
 the template file and line. As a second line of defence behind the model's strict grammars, every
@@ -17,10 +20,14 @@ a quoted string or a new word in haproxy.cfg; anything else stops the render.
 from __future__ import annotations
 
 import importlib.util
+import operator
 import re
 import traceback
 import zlib
-from collections.abc import Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +146,7 @@ class Renderer:
         self._head: str | None = None
         self._runs: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
         self._boundaries: dict[str, bool] = {}  # does a run end after this name
+        self._laid: dict[str, _Section] = {}  # the last render of each section, by template
 
     def render(self, model: Model) -> str:
         context = {"settings": self._settings, "paths": self._paths, "layout": self._layout}
@@ -153,21 +161,79 @@ class Renderer:
                 (self._layout.template, self._layout.variable, self._layout.items(model)),
                 ("backends.j2", "backends", model.backends + self.pool),
             )
+            laid: dict[str, _Section] = {}
+            full = False  # a section laid out again: the run cache becomes this model's
             for template_name, name, items in sections:
                 template = self._env.get_template(template_name)
-                for run in _runs(items, self._boundaries):
-                    key = tuple(map(id, run))
-                    hit = self._runs.get(key) or cache.get(key)
-                    if hit is None:
-                        hit = (run, template.render({**context, name: run}))
-                    cache[key] = hit
-                    parts.append(hit[1])
+
+                def render_run(
+                    run: tuple[Any, ...], name: str = name, template: jinja2.Template = template
+                ) -> str:
+                    return template.render({**context, name: run})
+
+                section = self._relaid(self._laid.get(template_name), items, render_run)
+                if section is None:
+                    full = True
+                    starts: list[int] = []
+                    texts: list[str] = []
+                    start = 0
+                    for run in _runs(items, self._boundaries):
+                        key = tuple(map(id, run))
+                        hit = self._runs.get(key) or cache.get(key)
+                        if hit is None:
+                            hit = (run, render_run(run))
+                        cache[key] = hit
+                        starts.append(start)
+                        texts.append(hit[1])
+                        start += len(run)
+                    section = _Section(items, starts, texts)
+                laid[template_name] = section
+                parts.extend(section.texts)
         except Exception as exc:  # a user template can raise anything; report it with its place
             raise TemplateError(_describe(exc)) from exc
-        self._runs = cache  # what this model used: the rest would only pin dead objects
+        if full:
+            for section in laid.values():  # those relaid: their runs are in `_runs`
+                ends = [*section.starts[1:], len(section.items)][: len(section.starts)]
+                for start, end in zip(section.starts, ends, strict=True):
+                    key = tuple(map(id, section.items[start:end]))
+                    hit = self._runs.get(key)  # (none after a render that failed half-way)
+                    if hit is not None and key not in cache:
+                        cache[key] = hit
+            self._runs = cache  # what this model used: the rest would only pin dead objects
+        self._laid = laid
         text = "".join(parts)
         # Block tags swallow the last newline; a config file ends with one.
         return text if text.endswith("\n") else text + "\n"
+
+    def _relaid(
+        self,
+        last: _Section | None,
+        items: tuple[Any, ...],
+        render_run: Callable[[tuple[Any, ...]], str],
+    ) -> _Section | None:
+        """`last` with the runs that hold replaced items rendered again, when `items` are the
+        last render's with some replaced by others of the same names (so the runs keep their
+        bounds); None otherwise (the runs are then laid out again). The run cache (`_runs`)
+        is kept up to date for a full layout later."""
+        if last is None or len(last.items) != len(items):
+            return None
+        if last.items is items:
+            return last
+        before = last.items
+        changed = list(compress(range(len(items)), map(operator.is_not, before, items)))
+        if len(changed) > len(last.starts) // 2:
+            return None  # most runs change: as cheap to lay them out again
+        if any(items[i].name != before[i].name for i in changed):
+            return None
+        starts, texts = last.starts, list(last.texts)
+        for index in sorted({bisect_right(starts, i) - 1 for i in changed}):
+            start = starts[index]
+            end = starts[index + 1] if index + 1 < len(starts) else len(items)
+            old, run = before[start:end], items[start:end]
+            self._runs.pop(tuple(map(id, old)), None)
+            texts[index] = render_run(run)
+            self._runs[tuple(map(id, run))] = (run, texts[index])
+        return _Section(items, starts, texts)
 
     def _server_lines(self, backend: object) -> Lines:
         """The server lines of a backend (server.j2, once per line): backends.j2 prints them
@@ -272,6 +338,16 @@ class Renderer:
 
 
 RUN = 32  # average items per cached run
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """How a section was last rendered: its items, where each run starts, each run's text."""
+
+    items: tuple[Any, ...]
+    starts: list[int]
+    texts: list[str]
+
 
 # Stand-ins for a server's name, ip, port and address (Server's first fields) while a stamp is
 # rendered: strings the guard lets through, found in no template (checked), nor in any model

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kube2haproxy.errors import TemplateError
-from kube2haproxy.model import Model
-from kube2haproxy.render import BUNDLED, duration
+from kube2haproxy.model import Backend, Model
+from kube2haproxy.render import BUNDLED, Renderer, duration
+from kube2haproxy.settings import RenderSettings
 from testkit.builders import endpoint, endpoint_slice, service
 from tests.pipeline import backend_servers, render, run
 
@@ -230,3 +234,57 @@ def test_server_lines_once_changed_by_a_template_are_guarded_again(tmp_path):
     custom = write(tmp_path / "t", "backends.j2", changed)
     with pytest.raises(TemplateError, match="UnsafeValueError: refusing to print"):
         render(model(), templates=str(custom))
+
+
+def _cluster(count: int) -> Model:
+    objects = []
+    for i in range(count):
+        objects.append(service(f"svc-{i}", cluster_ips=[f"10.96.{i // 250}.{i % 250 + 1}"]))
+        objects.append(endpoint_slice(f"svc-{i}", endpoints=[f"10.1.{i // 250}.{i % 250 + 1}"]))
+    return run(*objects).model
+
+
+_MANY = _cluster(150)  # about five runs of backends (RUN: 32 on average)
+
+
+def _moved(backend: Backend, step: int) -> Backend:
+    """The backend with its first server at another address: a new object, the same name."""
+    first = backend.servers[0]
+    ip = f"10.2.{step % 250}.{len(backend.name) % 250 + 1}"
+    moved = first._replace(ip=ip, address=f"{ip}:{first.port}")
+    return dataclasses.replace(backend, servers=(moved, *backend.servers[1:]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sets(st.integers(0, len(_MANY.backends) - 1), min_size=1, max_size=6),
+            st.just("same"),
+            st.just("fewer"),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_renderer_that_rendered_before_renders_what_a_fresh_one_does(steps):
+    """Endpoint churn re-renders only the runs of the backends replaced and reuses the rest of
+    the last render's text; the file is byte for byte what rendering the model anew gives,
+    through any sequence of replacements, unchanged models and models of other lengths."""
+    renderer = Renderer(RenderSettings())
+    model = _MANY
+    renderer.render(model)
+    for n, step in enumerate(steps):
+        if step == "fewer":
+            model = dataclasses.replace(model, backends=model.backends[:-1])
+        elif step != "same":
+            backends = list(model.backends)
+            for index in step:
+                if index < len(backends):
+                    backends[index] = _moved(backends[index], n)
+            model = dataclasses.replace(model, backends=tuple(backends))
+        # The reference: every backend a new object, which no cache of any renderer knows.
+        anew = dataclasses.replace(
+            model, backends=tuple(dataclasses.replace(b) for b in model.backends)
+        )
+        assert renderer.render(model) == render(anew)
