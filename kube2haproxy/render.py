@@ -8,8 +8,10 @@ keeps unchanged frontends and backends as the very same objects, so after an end
 only the run holding that backend is rendered again. Runs end after items whose name hashes to a
 multiple of RUN, so an added or removed item changes one run, not all those after it. When only
 some items were replaced by others of the same names (endpoint churn), the runs they fall in are
-found from the last render's layout and the rest is its text again: O(changed items) of Python,
-and one join of the file's parts.
+found from the last render's layout and the rest is its text again; where a section's template
+prints each item alone (`_itemwise`: one loop over them, nothing before, after or across
+items), such a run is kept item by item once touched and only the replaced items are rendered
+again. O(changed items) of Python, and one join of the file's parts.
 
 Undefined variables are errors (StrictUndefined), reported with
 the template file and line. As a second line of defence behind the model's strict grammars, every
@@ -140,6 +142,16 @@ class Renderer:
         self._checked: set[str] = set()  # server names the guard passed
         self._maps_checked: dict[str, str] = {}  # the last config's map files, checked
         self._layout = layout(settings.frontend_layout)
+        try:
+            self._itemwise = {
+                name: _itemwise(self._env, name, variable)
+                for name, variable in (
+                    (self._layout.template, self._layout.variable),
+                    ("backends.j2", "backends"),
+                )
+            }
+        except jinja2.TemplateError as exc:
+            raise TemplateError(_describe(exc)) from exc
         # Spare backends: only where a new service can be routed at runtime.
         self.pool = spare_pool(settings.spare_backends) if self._layout.runtime_routes else ()
         self._options: dict[str, tuple[Backend, str]] = {}
@@ -171,7 +183,12 @@ class Renderer:
                 ) -> str:
                     return template.render({**context, name: run})
 
-                section = self._relaid(self._laid.get(template_name), items, render_run)
+                section = self._relaid(
+                    self._laid.get(template_name),
+                    items,
+                    render_run,
+                    itemwise=self._itemwise[template_name],
+                )
                 if section is None:
                     full = True
                     starts: list[int] = []
@@ -186,7 +203,7 @@ class Renderer:
                         starts.append(start)
                         texts.append(hit[1])
                         start += len(run)
-                    section = _Section(items, starts, texts)
+                    section = _Section(items, starts, texts, {})
                 laid[template_name] = section
                 parts.extend(section.texts)
         except Exception as exc:  # a user template can raise anything; report it with its place
@@ -210,10 +227,14 @@ class Renderer:
         last: _Section | None,
         items: tuple[Any, ...],
         render_run: Callable[[tuple[Any, ...]], str],
+        *,
+        itemwise: bool,
     ) -> _Section | None:
         """`last` with the runs that hold replaced items rendered again, when `items` are the
         last render's with some replaced by others of the same names (so the runs keep their
-        bounds); None otherwise (the runs are then laid out again). The run cache (`_runs`)
+        bounds); None otherwise (the runs are then laid out again). `itemwise`: the template
+        prints each item alone, so a run is its items' texts joined: those of a run touched
+        before are kept, and only the replaced items are rendered. The run cache (`_runs`)
         is kept up to date for a full layout later."""
         if last is None or len(last.items) != len(items):
             return None
@@ -225,15 +246,24 @@ class Renderer:
             return None  # most runs change: as cheap to lay them out again
         if any(items[i].name != before[i].name for i in changed):
             return None
-        starts, texts = last.starts, list(last.texts)
+        starts, texts, pieces = last.starts, list(last.texts), dict(last.pieces)
         for index in sorted({bisect_right(starts, i) - 1 for i in changed}):
             start = starts[index]
             end = starts[index + 1] if index + 1 < len(starts) else len(items)
             old, run = before[start:end], items[start:end]
             self._runs.pop(tuple(map(id, old)), None)
-            texts[index] = render_run(run)
+            if itemwise:
+                kept = pieces.get(index)
+                texts_of = list(kept) if kept is not None else [render_run((i,)) for i in old]
+                for offset, (was, item) in enumerate(zip(old, run, strict=True)):
+                    if was is not item:
+                        texts_of[offset] = render_run((item,))
+                pieces[index] = texts_of
+                texts[index] = "".join(texts_of)
+            else:
+                texts[index] = render_run(run)
             self._runs[tuple(map(id, run))] = (run, texts[index])
-        return _Section(items, starts, texts)
+        return _Section(items, starts, texts, pieces)
 
     def _server_lines(self, backend: object) -> Lines:
         """The server lines of a backend (server.j2, once per line): backends.j2 prints them
@@ -342,11 +372,13 @@ RUN = 32  # average items per cached run
 
 @dataclass(frozen=True, slots=True)
 class _Section:
-    """How a section was last rendered: its items, where each run starts, each run's text."""
+    """How a section was last rendered: its items, where each run starts, each run's text, and
+    the texts of each item of the runs rendered item by item since it was laid out (by run)."""
 
     items: tuple[Any, ...]
     starts: list[int]
     texts: list[str]
+    pieces: dict[int, list[str]]
 
 
 # Stand-ins for a server's name, ip, port and address (Server's first fields) while a stamp is
@@ -407,6 +439,50 @@ def _stampable(env: jinja2.Environment, name: str) -> tuple[str, ...] | None:
     if not fine(env.parse(source), None, None):
         return None
     return tuple(sorted(reads))
+
+
+def _itemwise(env: jinja2.Environment, name: str, variable: str) -> bool:
+    """Whether the section template `name` prints each item of `variable` alone, so that
+    rendering a run is rendering each of its items and joining the texts: its whole body is one
+    `{% for x in <variable> %}` (no `else`, filter or recursion) whose body, and every template
+    it includes (by a constant name), reads neither `loop` nor `<variable>`. A loop body's
+    `set` is the iteration's own; a namespace could only be made inside it."""
+    assert env.loader is not None
+    body = env.parse(env.loader.get_source(env, name)[0]).body
+    if len(body) != 1 or not isinstance(body[0], nodes.For):
+        return False
+    loop = body[0]
+    if not (
+        isinstance(loop.iter, nodes.Name)
+        and loop.iter.name == variable
+        and isinstance(loop.target, nodes.Name)
+        and not loop.else_
+        and loop.test is None
+        and not loop.recursive
+    ):
+        return False
+    seen: set[tuple[str, bool]] = set()
+
+    def plain(node: nodes.Node, inner: bool) -> bool:
+        """Neither `variable` nor the outer `loop` read in `node` (`inner`: inside a loop of
+        the body's own, where `loop` is that loop's)."""
+        if isinstance(node, nodes.Name):
+            return node.name != variable and (inner or node.name != "loop")
+        if isinstance(node, nodes.For):
+            outer = [node.target, node.iter, *node.else_, *([node.test] if node.test else [])]
+            return all(plain(n, inner) for n in outer) and all(plain(n, True) for n in node.body)
+        if isinstance(node, nodes.Include | nodes.Import | nodes.FromImport | nodes.Extends):
+            template = node.template
+            if not isinstance(template, nodes.Const) or not isinstance(template.value, str):
+                return False
+            if (template.value, inner) not in seen:
+                seen.add((template.value, inner))
+                source = env.loader.get_source(env, template.value)[0]  # type: ignore[union-attr]
+                if not plain(env.parse(source), inner):
+                    return False
+        return all(plain(child, inner) for child in node.iter_child_nodes())
+
+    return all(plain(node, False) for node in loop.body)
 
 
 def _runs(items: tuple[Any, ...], boundaries: dict[str, bool]) -> Iterator[tuple[Any, ...]]:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kube2haproxy.errors import TemplateError
@@ -255,7 +255,27 @@ def _moved(backend: Backend, step: int) -> Backend:
     return dataclasses.replace(backend, servers=(moved, *backend.servers[1:]))
 
 
-@settings(max_examples=25, deadline=None)
+@pytest.fixture(scope="module", params=["bundled", "counting"])
+def churned(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> RenderSettings:
+    """Rendering with the bundled templates, whose sections print each item alone (a run is
+    kept item by item once an endpoint changes in it), or with a backends.j2 that numbers the
+    backends of a run (`loop.index`: a run is rendered whole)."""
+    if request.param == "bundled":
+        return RenderSettings()
+    text = (BUNDLED / "backends.j2").read_text()
+    counting = text.replace(
+        "\nbackend {{ be.name }}\n", "\n# {{ loop.index }}\nbackend {{ be.name }}\n"
+    )
+    assert counting != text
+    directory = write(tmp_path_factory.mktemp("counting"), "backends.j2", counting)
+    return RenderSettings(templates=str(directory))
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     st.lists(
         st.one_of(
@@ -267,11 +287,12 @@ def _moved(backend: Backend, step: int) -> Backend:
         max_size=6,
     )
 )
-def test_a_renderer_that_rendered_before_renders_what_a_fresh_one_does(steps):
-    """Endpoint churn re-renders only the runs of the backends replaced and reuses the rest of
-    the last render's text; the file is byte for byte what rendering the model anew gives,
-    through any sequence of replacements, unchanged models and models of other lengths."""
-    renderer = Renderer(RenderSettings())
+def test_a_renderer_that_rendered_before_renders_what_a_fresh_one_does(churned, steps):
+    """Endpoint churn re-renders only the runs (or the very backends) replaced and reuses the
+    rest of the last render's text; the file is byte for byte what rendering the model anew
+    gives, through any sequence of replacements, unchanged models and models of other
+    lengths."""
+    renderer = Renderer(churned)
     model = _MANY
     renderer.render(model)
     for n, step in enumerate(steps):
@@ -287,4 +308,4 @@ def test_a_renderer_that_rendered_before_renders_what_a_fresh_one_does(steps):
         anew = dataclasses.replace(
             model, backends=tuple(dataclasses.replace(b) for b in model.backends)
         )
-        assert renderer.render(model) == render(anew)
+        assert renderer.render(model) == render(anew, **dataclasses.asdict(churned))
