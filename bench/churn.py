@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for testkit
 
@@ -30,8 +31,15 @@ from testkit.fakeapi import FakeKubeAPI
 
 
 def latency(
-    api: FakeKubeAPI, vip: str, port: int, pool: list[Backend], changes: int
+    api: FakeKubeAPI,
+    vip: str,
+    port: int,
+    pool: list[Backend],
+    changes: int,
+    trace: IO[str] | None = None,
 ) -> list[float]:
+    """Each change's latency, waited for, 20 ms apart; `trace` gets each change's start
+    (time.monotonic, comparable with the controller's) and latency in ms."""
     samples = []
     current = None
     for i in range(changes):
@@ -44,6 +52,8 @@ def latency(
             if time.monotonic() - started > 30:
                 raise SystemExit(f"change {i}: not routed after 30 s")
         samples.append(time.monotonic() - started)
+        if trace is not None:
+            print(f"{started:.3f} {samples[-1] * 1000:.1f}", file=trace, flush=True)
         current = target
         time.sleep(0.02)
     return samples
@@ -95,6 +105,11 @@ def main() -> None:
     parser.add_argument("--services", type=int, nargs="+", default=[10000])
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--haproxy-bin", default="haproxy")
+    parser.add_argument(
+        "--trace",
+        type=argparse.FileType("w"),
+        help="write each change's start (time.monotonic) and latency in ms to this file",
+    )
     args = parser.parse_args()
     with fleet((f"b{i}" for i in range(8)), port=18000) as pool:
         print(
@@ -122,7 +137,7 @@ def main() -> None:
                 master = MasterCLI(str(workdir / "run" / "master.sock"))
                 runtime = RuntimeAPI(str(workdir / "run" / "admin.sock"))
                 reloads = master.processes().reloads
-                samples = latency(api, vip, port, pool, args.changes)
+                samples = latency(api, vip, port, pool, args.changes, args.trace)
                 assert master.processes().reloads == reloads, "an endpoint change reloaded"
                 lag = storm(api, runtime, services=min(100, count), changes=1000, seconds=10.0)
                 storm_reloads = master.processes().reloads - reloads

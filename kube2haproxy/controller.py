@@ -13,11 +13,14 @@ HAProxy runs is compared with the model, server line by server line (drift).
 from __future__ import annotations
 
 import logging
+import operator
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import compress
 from types import MappingProxyType
 from typing import Protocol
 
@@ -36,6 +39,7 @@ from kube2haproxy.events import Event, EventType, Source
 from kube2haproxy.findings import Finding, Severity, SkipReason
 from kube2haproxy.grammar import epoch_seconds
 from kube2haproxy.layouts import layout
+from kube2haproxy.linestate import LineView, ServerStatus
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.model import Backend, Model, hostport
 from kube2haproxy.plan import Action, Plan, Reason
@@ -61,6 +65,14 @@ log = logging.getLogger(__name__)
 
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 HEARTBEAT_S = 5.0  # the loop turns at least this often, even with nothing to do
+SWITCH_S = 0.0005  # the interpreter's switch interval while a drift check runs beside the loop
+# The share of a CPU a drift check takes: it yields the rest to the loop, HAProxy and the
+# sources (bench/churn.py at 10,000 services on a loaded 2-core host: unpaced, a check kept a
+# core busy for 5 to 8 s and the endpoint changes meanwhile took up to 157 ms; paced, it takes
+# half a minute, which the 60 s interval allows).
+DRIFT_SHARE = 0.25
+SHARED_NAMED = 5  # new shared listeners named in the log, one line each; the rest counted
+PACE_SLICE_S = 0.002  # the work between two pauses
 Socket = tuple[str, int]
 
 
@@ -81,6 +93,22 @@ class _Observed:
     correction: Plan | None
     error: Exception | None = None
     view: Observed | None = None  # HAProxy's view of the lines, for /status
+    shared: Mapping[Socket, str] | None = None  # listeners shared with another process
+
+
+class _Pacer:
+    """A `pause` for long work beside the loop: after every PACE_SLICE_S of work, sleeps long
+    enough that the work takes at most `share` of the time."""
+
+    def __init__(self, share: float) -> None:
+        self._rest = (1 - share) / share
+        self._since = time.perf_counter()
+
+    def __call__(self) -> None:
+        busy = time.perf_counter() - self._since
+        if busy >= PACE_SLICE_S:
+            time.sleep(busy * self._rest)
+            self._since = time.perf_counter()
 
 
 def _in_a_thread(work: Callable[[], None]) -> None:
@@ -559,19 +587,16 @@ class Controller:
                 report.apply_s,
             )
             self.schedule.drift_after(self._clock(), at_once=True)
-            self._check_shared(model)
+            if self.schedule.drift_at is None:  # else the drift check, beside the loop
+                self._report_shared(self._shared_listeners(model))
         if self._publish is not None:
             self._publish(decision.model)
 
     def _counted_runtime(self, decision: Plan, report: ApplyReport, before: Model | None) -> None:
         if before is not None:
             # Backends that changed are other objects: count theirs, not every server.
-            after = decision.model.backends
-            kept = {id(b) for b in before.backends} & {id(b) for b in after}
-            self.metrics.endpoints.inc(
-                sum(_served(b) for b in after if id(b) not in kept)
-                - sum(_served(b) for b in before.backends if id(b) not in kept)
-            )
+            gone, came = _replaced(before.backends, decision.model.backends)
+            self.metrics.endpoints.inc(sum(map(_served, came)) - sum(map(_served, gone)))
         self.runtime_updates += 1
         self.metrics.runtime_updates.labels("success").inc()
         self.metrics.runtime_changes.inc(len(decision.ops))
@@ -593,32 +618,41 @@ class Controller:
         deployed = self.deployed
         if deployed is None or self._observing:
             return
-        try:
-            self._check_shared(deployed.model)
-        except Exception as exc:
-            self._failed(exc, pending=0)
-            return
         self._observing = True
         scope = self._scope()
         self._background(lambda: self._observe(deployed, scope))
 
     def _observe(self, deployed: Deployed, scope: planner.Scope) -> None:
-        """Beside the loop: what HAProxy runs, compared with `deployed`; the loop gets it."""
+        """Beside the loop: what HAProxy runs, compared with `deployed`, and who else listens
+        on its addresses (reading /proc); the loop gets it. Seconds of Python at 10,000
+        services, which the loop must not wait for: the interpreter hands the loop its lock
+        after at most SWITCH_S meanwhile (5 ms by default, which an endpoint change could
+        wait at each socket call it made)."""
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, SWITCH_S))
+        pause = _Pacer(DRIFT_SHARE)
         try:
             at = self._wall()
-            running = self._applier.observe()
+            shared = self._shared_listeners(deployed.model)
+            running = self._applier.observe(pause=pause)
             correction = (
-                None if running is None else planner.correct(deployed, running.servers, scope)
+                None
+                if running is None
+                else planner.correct(deployed, running.servers, scope, pause=pause)
             )
             view = None
             if running is not None and running.statuses:
-                view = Observed(at, deployed, observe(deployed, running.statuses))
-            self._queue.put(_Observed(deployed, correction, view=view))
+                view = Observed(at, deployed, _lines_seen(deployed, running.statuses, pause))
+            self._queue.put(_Observed(deployed, correction, view=view, shared=shared))
         except Exception as exc:
             self._queue.put(_Observed(deployed, None, exc))
+        finally:
+            sys.setswitchinterval(switch)
 
     def _observed(self, result: _Observed) -> None:
         self._observing = False
+        if result.shared is not None:
+            self._report_shared(result.shared)
         if result.view is not None:
             self._view = result.view  # HAProxy's latest word, whatever was applied since
         if result.deployed is not self.deployed:
@@ -639,20 +673,35 @@ class Controller:
         except Exception as exc:
             self._failed(exc, pending=0)
 
-    def _check_shared(self, model: Model) -> None:
-        """Warn once per address where another process listens beside HAProxy: the kernel
-        splits new connections between SO_REUSEPORT sockets, which HAProxy cannot see."""
+    def _shared_listeners(self, model: Model) -> Mapping[Socket, str] | None:
+        """Where another process listens beside HAProxy (None: no host to look at)."""
         if self._host is None:
+            return None
+        return self._host.shared(self._layout.listeners(model))
+
+    def _report_shared(self, found: Mapping[Socket, str] | None) -> None:
+        """Warn once per address where another process listens beside HAProxy: the kernel
+        splits new connections between SO_REUSEPORT sockets, which HAProxy cannot see. The
+        first SHARED_NAMED new ones are named, the rest counted in one line (on the loop:
+        10,000 lines, another HAProxy serving the same cluster, took it 1 s)."""
+        if found is None:
             return
-        found = self._host.shared(self._layout.listeners(model))
-        for (ip, port), who in sorted(found.items()):
-            if (ip, port) not in self._shared:
-                log.warning(
-                    "%s: %s; new connections to it are split between HAProxy and that socket, "
-                    "or taken by it (SO_REUSEPORT): stop it or move it elsewhere",
-                    hostport(ip, port),
-                    who,
-                )
+        new = sorted(
+            (address, who) for address, who in found.items() if address not in self._shared
+        )
+        for (ip, port), who in new[:SHARED_NAMED]:
+            log.warning(
+                "%s: %s; new connections to it are split between HAProxy and that socket, "
+                "or taken by it (SO_REUSEPORT): stop it or move it elsewhere",
+                hostport(ip, port),
+                who,
+            )
+        if len(new) > SHARED_NAMED:
+            log.warning(
+                "%d more addresses where another process listens too, as on those above "
+                "(kube2haproxy_shared_listeners counts them all)",
+                len(new) - SHARED_NAMED,
+            )
         self._shared = set(found)
         self.metrics.shared_listeners.set(len(found))
 
@@ -761,5 +810,31 @@ class Controller:
         )
 
 
+def _lines_seen(
+    deployed: Deployed, statuses: Mapping[tuple[str, str], ServerStatus], pause: Callable[[], None]
+) -> dict[str, tuple[LineView | None, ...]]:
+    """status.observe's, a few dozen backends at a time with a `pause` between."""
+    lines: dict[str, tuple[LineView | None, ...]] = {}
+    names = list(deployed.backends)
+    for start in range(0, len(names), 64):
+        part = {name: deployed.backends[name] for name in names[start : start + 64]}
+        lines.update(observe(replace(deployed, backends=part), statuses))
+        pause()
+    return lines
+
+
 def _served(backend: Backend) -> int:
     return sum(1 for s in backend.servers if not s.parked)
+
+
+def _replaced(
+    before: tuple[Backend, ...], after: tuple[Backend, ...]
+) -> tuple[list[Backend], list[Backend]]:
+    """The backends of `before` that `after` no longer has, and those it has instead (other
+    objects). When both are as long (endpoint churn replaces backends in place), position by
+    position: a C-speed pass over every backend and Python only for those replaced."""
+    if len(before) == len(after):
+        changed = list(compress(range(len(after)), map(operator.is_not, before, after)))
+        return [before[i] for i in changed], [after[i] for i in changed]
+    kept = {id(b) for b in before} & {id(b) for b in after}
+    return [b for b in before if id(b) not in kept], [b for b in after if id(b) not in kept]

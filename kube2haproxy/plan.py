@@ -17,7 +17,7 @@ per-port layout new and deleted services (a spare backend and a map entry) chang
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TypeVar
@@ -279,21 +279,36 @@ def splice(
     return Plan(Action.RUNTIME, deployed, (Reason.SERVICES,), details(changes), ops, changes)
 
 
-def correct(old: Deployed, observed: Mapping[tuple[str, str], Server], scope: Scope) -> Plan:
+def _go_on() -> None:
+    """A `pause` that does not."""
+
+
+def correct(
+    old: Deployed,
+    observed: Mapping[tuple[str, str], Server],
+    scope: Scope,
+    *,
+    pause: Callable[[], None] = _go_on,
+) -> Plan:
     """Bring what HAProxy reports it runs (`observed`: backend, server -> line, by HAProxy's
     names) back to what should run: a runtime update of the lines that differ, or a reload when
     a line is missing. Lines beyond what should run are fine parked, and parked otherwise.
-    NONE when they agree."""
+    NONE when they agree. `pause` is called every few dozen backends and few hundred lines
+    (the caller may yield the CPU there)."""
     moves: list[SlotChange] = []
     missing: list[str] = []
-    for name, backend in old.backends.items():
+    for count, (name, backend) in enumerate(old.backends.items()):
+        if not count & 31:
+            pause()
         for server in backend.servers:
             seen = observed.get((name, server.name))
             if seen is None:
                 missing.append(f"{name}/{server.name}")
             elif (seen.ip, seen.port, seen.state) != (server.ip, server.port, server.state):
                 moves.append(SlotChange(name, seen, server))
-    for (name, server_name), seen in observed.items():
+    for count, ((name, server_name), seen) in enumerate(observed.items()):
+        if not count & 255:
+            pause()
         running = old.backends.get(name)
         if running is None or seen.parked:
             continue

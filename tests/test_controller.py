@@ -15,9 +15,9 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from kube2haproxy import status
-from kube2haproxy.appliers import ApplyReport, Config, Running
+from kube2haproxy.appliers import ApplyReport, Config, Running, go_on
 from kube2haproxy.appliers.recording import RecordingApplier
-from kube2haproxy.controller import Controller, Socket
+from kube2haproxy.controller import SHARED_NAMED, Controller, Socket
 from kube2haproxy.errors import CheckError, ConfigRefused, HAProxyUnavailable, RuntimeUpdateError
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.model import ServerState
@@ -525,7 +525,7 @@ class DriftingApplier(RecordingApplier):
     """Reports every line of what it was last given, but the first endpoint in maintenance
     (someone put it there by hand)."""
 
-    def observe(self) -> Running | None:
+    def observe(self, *, pause: Callable[[], None] = go_on) -> Running | None:
         deployed = self.plans[-1].deployed
         lines = {(name, s.name): s for name, b in deployed.backends.items() for s in b.servers}
         key = next(k for k, s in sorted(lines.items()) if not s.parked)
@@ -555,6 +555,44 @@ def test_a_drift_check_reads_beside_the_loop_and_what_is_applied_meanwhile_wins(
     assert corrections._value.get() == 1
     fixed = driven.applier.runtime_updates[-1]
     assert fixed.reasons == (Reason.DRIFT,) and len(fixed.ops.slots) == 1
+
+
+class CrowdedHost(BlockingHost):
+    """Another process listens on a dozen of HAProxy's addresses (another HAProxy serving the
+    same cluster, say)."""
+
+    def __init__(self) -> None:
+        super().__init__(set())
+        self.asked = 0
+
+    def shared(self, listening: Mapping[Socket, Iterable[Socket]]) -> dict[Socket, str]:
+        self.asked += 1
+        return {
+            (f"10.96.0.{i}", 80): "another process listens there too (pid 7)" for i in range(12)
+        }
+
+
+def test_shared_listeners_are_looked_for_beside_the_loop_and_a_crowd_is_counted(caplog):
+    """Who else listens on HAProxy's addresses is read from /proc (10,000 sockets: a second):
+    by the drift check, beside the loop, not by the loop after a reload; and thousands of
+    such addresses are not thousands of log lines written by the loop."""
+    deferred: list[Callable[[], None]] = []
+    host = CrowdedHost()
+    driven = Driven(RUNTIME, host=host, background=deferred.append)
+    with caplog.at_level(logging.WARNING, logger="kube2haproxy.controller"):
+        driven.start_with_one_service()
+        assert host.asked == 0 and len(deferred) == 1  # left to the check after the reload
+        deferred.pop()()
+        driven.settle(0.01)
+        driven.controller.check_drift()  # the next check: the same addresses, said once
+        deferred.pop()()
+        driven.settle(0.01)
+    assert host.asked == 2
+    said = [r.getMessage() for r in caplog.records if "another process listens" in r.getMessage()]
+    assert len(said) == SHARED_NAMED + 1, said
+    assert said[0].startswith("10.96.0.0:80: another process listens there too (pid 7)")
+    assert said[-1].startswith(f"{12 - SHARED_NAMED} more addresses")
+    assert sample(driven.controller.metrics, "kube2haproxy_shared_listeners") == 12
 
 
 def triggered(endpoints: list[str], at: float) -> JSON:

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from kube2haproxy.appliers.cli_socket import unix_command
+from kube2haproxy.appliers.cli_socket import unix_command, unix_lines
 from kube2haproxy.appliers.master import MasterCLI, parse_processes
 from kube2haproxy.appliers.master_cli import MasterCLIApplier
-from kube2haproxy.appliers.runtime import RuntimeAPI
+from kube2haproxy.appliers.runtime import RuntimeAPI, parse_servers_state
 from kube2haproxy.appliers.supervisor import Supervisor, output_level
 from kube2haproxy.errors import CheckError, ConfigRefused, EnvironmentProblem, HAProxyUnavailable
 from testkit.backends import Backend, fleet, free_port, get, loopback_ip, routes
 from tests.live import applier_for, capabilities_of, load, wait_for
 from tests.live import haproxy_config as config
+from tests.test_status import HEADER
 
 SHOW_PROC = textwrap.dedent("""\
     #<PID>          <type>          <reloads>       <uptime>        <version>
@@ -195,6 +196,79 @@ def test_unix_command_times_out_on_a_silent_peer(tmp_path):
             unix_command(path, "show proc", timeout_s=0.3, half_close=True)
     with pytest.raises(HAProxyUnavailable):
         unix_command(str(tmp_path / "absent.sock"), "show proc", timeout_s=0.3, half_close=True)
+
+
+def _dump(lines: int) -> str:
+    """A `show servers state` of `lines` lines over a few backends, every fifth line parked."""
+    rows = [
+        f"{3 + i // 16} be_{i // 16} {i % 16 + 1} s{i % 16 + 1} "
+        + (
+            "127.0.0.1 0 5 1 1 3 1 0 0 8 0 0 0 - 1 - 0 0 - - 0"
+            if i % 5 == 4
+            else f"10.1.{i // 250}.{i % 250 + 1} 2 0 1 1 3 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0"
+        )
+        for i in range(lines)
+    ]
+    return "1\n" + HEADER + "\n" + "\n".join(rows) + "\n\n"
+
+
+def _serve_once(
+    path: str, text: str, pieces: list[int], *, wait_s: float = 0.0
+) -> threading.Thread:
+    """A stats socket that answers one command with `text`, written in pieces of the given
+    sizes (cycled; cutting lines anywhere), `wait_s` apart."""
+    import socket
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+
+    def answer() -> None:
+        with server, server.accept()[0] as conn:
+            conn.recv(1024)
+            data, start, n = text.encode(), 0, 0
+            while start < len(data):
+                size = pieces[n % len(pieces)]
+                conn.sendall(data[start : start + size])
+                start, n = start + size, n + 1
+                time.sleep(wait_s)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_servers_state_is_read_and_parsed_as_it_arrives(tmp_path):
+    """A dump of 160,000 lines is parsed as it arrives, line by line whatever the pieces the
+    socket gives, calling `pause` every 256 lines (a drift check yields the CPU there); the
+    result is the whole text's."""
+    text = _dump(3000)  # 200 KB: several reads of the socket
+    path = str(tmp_path / "admin.sock")
+    thread = _serve_once(path, text, [65536, 7, 1, 40000, 13])
+    paused = []
+    states = RuntimeAPI(path).states(pause=lambda: paused.append(1))
+    thread.join(5)
+    assert states == parse_servers_state(text)
+    assert len(states) == 3000 and len(paused) == 3002 // 256 + 1
+    assert states[("be_0", "s5")].addr == "127.0.0.1" and states[("be_0", "s1")].port == 8080
+
+
+def test_a_dump_that_keeps_coming_is_read_to_its_end(tmp_path):
+    """The socket's timeout bounds each wait for HAProxy, not the whole reading: a dump that
+    takes longer than it (160,000 lines read by a paced drift check) is not cut off."""
+    text = _dump(2000)  # 120 KB, in ten pieces 50 ms apart: 0.5 s in all
+    path = str(tmp_path / "admin.sock")
+    thread = _serve_once(path, text, [12000], wait_s=0.05)
+    lines = list(unix_lines(path, "show servers state", timeout_s=0.3))
+    thread.join(5)
+    assert lines == text[:-1].split("\n")  # the version, the header, the lines, the empty one
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.bind(str(tmp_path / "silent.sock"))
+        silent.listen()
+        with pytest.raises(HAProxyUnavailable, match="timed out"):
+            list(unix_lines(str(tmp_path / "silent.sock"), "show servers state", timeout_s=0.3))
 
 
 def test_an_haproxy_left_running_is_adopted_not_doubled(world, supervisor, haproxy_bin):

@@ -42,6 +42,10 @@ class Config:
         return self.source if isinstance(self.source, str) else self.source()
 
 
+def go_on() -> None:
+    """A `pause` that does not."""
+
+
 class Outcome(StrEnum):
     UNCHANGED = "unchanged"  # HAProxy already runs this config
     STARTED = "started"  # a supervised HAProxy started with it
@@ -78,8 +82,9 @@ class Applier(Protocol):
         RuntimeUpdateError (a runtime update did not go as planned: reload instead)."""
         ...
 
-    def observe(self) -> Running | None:
-        """What HAProxy runs, or None when there is nothing to observe."""
+    def observe(self, *, pause: Callable[[], None] = go_on) -> Running | None:
+        """What HAProxy runs, or None when there is nothing to observe. `pause` is called
+        every few hundred lines read: a caller beside the controller's loop yields there."""
         ...
 
     def healthy(self) -> bool:

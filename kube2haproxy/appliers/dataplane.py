@@ -27,12 +27,12 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 
 from kube2haproxy import configfile
-from kube2haproxy.appliers import ApplyReport, Config, Outcome, Running
+from kube2haproxy.appliers import ApplyReport, Config, Outcome, Running, go_on
 from kube2haproxy.appliers.dataplane_client import API, RAW, DataplaneClient, Pusher
 from kube2haproxy.appliers.dataplane_servers import (
     as_server,
@@ -107,7 +107,7 @@ class DataplaneApplier:
             return ApplyReport(Outcome.UNCHANGED)
         return self._push(plan.model, config)
 
-    def observe(self) -> Running | None:
+    def observe(self, *, pause: Callable[[], None] = go_on) -> Running | None:
         """The servers of every backend of the model last applied, read back through the API
         (one request per backend); a backend HAProxy does not run is left out."""
         model = self._model
@@ -115,6 +115,7 @@ class DataplaneApplier:
             return None
         servers: dict[tuple[str, str], Server] = {}
         for backend in model.backends:
+            pause()
             for found in self.client.servers(backend.name) or ():
                 name = str(found.get("name", ""))
                 servers[(backend.name, name)] = as_server(name, found)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kube2haproxy import configfile, sockets
-from kube2haproxy.appliers import ApplyReport, Config, Outcome, Running
+from kube2haproxy.appliers import ApplyReport, Config, Outcome, Running, go_on
 from kube2haproxy.appliers.master import MasterCLI
-from kube2haproxy.appliers.runtime import RuntimeAPI
+from kube2haproxy.appliers.runtime import PAUSE_EVERY, RuntimeAPI
 from kube2haproxy.appliers.supervisor import Supervisor
 from kube2haproxy.capabilities import Capabilities, capabilities
 from kube2haproxy.deployed import Abilities
@@ -85,9 +86,13 @@ class MasterCLIApplier:
             return ApplyReport(Outcome.UNCHANGED)
         return self._reload(config, force=plan.force)
 
-    def observe(self) -> Running | None:
-        statuses = self.runtime.states()
-        servers = {key: status.as_server(key[1]) for key, status in statuses.items()}
+    def observe(self, *, pause: Callable[[], None] = go_on) -> Running | None:
+        statuses = self.runtime.states(pause=pause)
+        servers = {}
+        for count, (key, status) in enumerate(statuses.items()):
+            if not count & PAUSE_EVERY:
+                pause()
+            servers[key] = status.as_server(key[1])
         return Running(servers, self.pids(), statuses)
 
     def healthy(self) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kube2haproxy.appliers import ApplyReport, Config, Outcome, Running
+from collections.abc import Callable
+
+from kube2haproxy.appliers import ApplyReport, Config, Outcome, Running, go_on
 from kube2haproxy.deployed import Abilities
 from kube2haproxy.plan import Action, Plan
 
@@ -26,7 +28,7 @@ class RecordingApplier:
         self.configs.append(config)
         return ApplyReport(Outcome.RECORDED)
 
-    def observe(self) -> Running | None:
+    def observe(self, *, pause: Callable[[], None] = go_on) -> Running | None:
         return None
 
     def healthy(self) -> bool:

@@ -12,10 +12,12 @@ busy left it, parked), and `del server` finding it busy (it stays, parked, until
 from __future__ import annotations
 
 import logging
+import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from kube2haproxy.appliers.cli_socket import split_replies, unix_command
+from kube2haproxy.appliers import go_on
+from kube2haproxy.appliers.cli_socket import split_replies, unix_command, unix_lines
 from kube2haproxy.capabilities import Capabilities
 from kube2haproxy.deployed import RouteChange, RuntimeOps, ServerAdd, SlotChange
 from kube2haproxy.errors import HAProxyUnavailable, RuntimeUpdateError
@@ -191,41 +193,62 @@ class RuntimeAPI:
         """Every server line HAProxy runs, as the model would have it."""
         return {key: status.as_server(key[1]) for key, status in self.states().items()}
 
-    def states(self) -> dict[tuple[str, str], ServerStatus]:
-        """Every server line HAProxy runs, as `show servers state` says it."""
-        text = self.command("show servers state", timeout_s=max(self.timeout_s, 30.0))
-        return parse_servers_state(text)
+    def states(self, *, pause: Callable[[], None] = go_on) -> dict[tuple[str, str], ServerStatus]:
+        """Every server line HAProxy runs, as `show servers state` says it, read and parsed
+        as it arrives; `pause` is called every few hundred lines (a caller beside the
+        controller's loop yields the CPU there)."""
+        lines = unix_lines(self.path, "show servers state", timeout_s=max(self.timeout_s, 30.0))
+        return parse_server_lines(lines, pause=pause)
 
 
 def parse_servers_state(text: str) -> dict[tuple[str, str], ServerStatus]:
-    """(backend, server) -> status, from `show servers state` (format version 1). Hundreds of
-    thousands of lines at 10,000 services: the columns are found once per header."""
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "1":
-        raise HAProxyUnavailable(f"unexpected 'show servers state' format: {text[:200]!r}")
+    """(backend, server) -> status, from `show servers state` (format version 1)."""
+    return parse_server_lines(text.splitlines())
+
+
+def parse_server_lines(
+    lines: Iterable[str], *, pause: Callable[[], None] = go_on
+) -> dict[tuple[str, str], ServerStatus]:
+    """parse_servers_state's, from the dump's lines. Hundreds of thousands of lines at 10,000
+    services: the columns are found once per header, and the lines that say the same but for
+    their names (every free slot) share one status."""
+    lines = iter(lines)
+    first = next(lines, None)
+    if first is None or first.strip() != "1":
+        raise HAProxyUnavailable(f"unexpected 'show servers state' format: {first!r}")
     out: dict[tuple[str, str], ServerStatus] = {}
-    columns: tuple[int, ...] | None = None
-    for line in lines[1:]:
+    known: dict[tuple[str, ...], ServerStatus] = {}
+    pick: Callable[[list[str]], tuple[str, ...]] | None = None
+    for count, line in enumerate(lines):
+        if not count & PAUSE_EVERY:
+            pause()
         if line.startswith("#"):
             header = line.lstrip("# ").split()
             try:
-                columns = tuple(header.index(name) for name in _COLUMNS)
+                pick = operator.itemgetter(*(header.index(name) for name in _COLUMNS))
             except ValueError as exc:
                 raise HAProxyUnavailable(f"'show servers state' lacks a column: {exc}") from exc
             continue
         if not line.strip():
             continue
-        if columns is None:
+        if pick is None:
             raise HAProxyUnavailable(f"'show servers state' line before its header: {line!r}")
-        fields = line.split()
         try:
-            be, srv, addr, port, op, admin, weight, check, checking = (fields[i] for i in columns)
-            out[(be, srv)] = ServerStatus(
-                addr, int(port), int(op), int(admin), int(weight), int(check), int(checking)
-            )
+            row = pick(line.split())
+            said = row[2:]
+            status = known.get(said)
+            if status is None:
+                addr, port, op, admin, weight, check, checking = said
+                status = known[said] = ServerStatus(
+                    addr, int(port), int(op), int(admin), int(weight), int(check), int(checking)
+                )
+            out[(row[0], row[1])] = status
         except (IndexError, ValueError) as exc:
             raise HAProxyUnavailable(f"cannot read 'show servers state' line {line!r}") from exc
     return out
+
+
+PAUSE_EVERY = 255  # a parser calls `pause` every PAUSE_EVERY + 1 lines (a mask: 2**n - 1)
 
 
 _COLUMNS = (
