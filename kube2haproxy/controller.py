@@ -194,9 +194,15 @@ class Controller:
         for source in self._sources:
             source.start(self.emit)
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Ask the loop to end, from anywhere, a signal handler too: nothing is joined here."""
         self._stop.set()
-        self._queue.put(None)
+        self._queue.put(None)  # SimpleQueue.put may be called from a signal handler
+
+    def stop(self) -> None:
+        """End the loop and stop the sources (not from a signal handler: it joins their
+        threads, and one may still be starting)."""
+        self.request_stop()
         for source in self._sources:
             source.stop()
 

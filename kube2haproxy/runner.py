@@ -174,12 +174,7 @@ def _serve(
     if probes is not None:
         probes.start()
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        controller.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop_on_signals(controller)
     log.info(
         "kube2haproxy %s, writing %s, sources: %s",
         mode,
@@ -198,6 +193,19 @@ def _serve(
         if supervisor is not None:
             log.info("stopping haproxy")
             supervisor.stop()
+
+
+def stop_on_signals(controller: Controller) -> None:
+    """SIGTERM and SIGINT end the loop; the caller's `finally` stops the rest. The handler only
+    asks: it runs between two steps of the main thread, which may be starting a source's thread
+    (joining that thread from the handler raised, and the controller exited as a bug)."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        controller.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def _client(settings: Settings) -> DataplaneClient | None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -19,10 +22,12 @@ from kube2haproxy.appliers import ApplyReport, Config, Running, go_on
 from kube2haproxy.appliers.recording import RecordingApplier
 from kube2haproxy.controller import SHARED_NAMED, Controller, Socket
 from kube2haproxy.errors import CheckError, ConfigRefused, HAProxyUnavailable, RuntimeUpdateError
+from kube2haproxy.events import Event
 from kube2haproxy.metrics import Metrics
 from kube2haproxy.model import ServerState
 from kube2haproxy.plan import Action, Plan, Reason
 from kube2haproxy.render import Renderer
+from kube2haproxy.runner import stop_on_signals
 from kube2haproxy.settings import RenderPaths, RenderSettings, Settings, TimingSettings
 from testkit.builders import JSON, endpoint_slice, service
 from tests.pipeline import ScriptedSource, backend_servers, run
@@ -632,3 +637,47 @@ def sample(metrics: Metrics, name: str) -> float:
     value = metrics.registry.get_sample_value(name)
     assert value is not None, name
     return value
+
+
+class _StartingSource(ScriptedSource):
+    """A source that starts a thread as the kube source's watchers do, and is signalled between
+    making its thread and starting it: where a SIGTERM once landed (tests/test_run.py)."""
+
+    def __init__(self) -> None:
+        super().__init__("starting")
+        self.thread: threading.Thread | None = None
+
+    def start(self, emit: Callable[[Event], None]) -> None:
+        super().start(emit)
+        self.thread = threading.Thread(target=lambda: None)
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, in this thread
+        self.thread.start()
+
+    def stop(self) -> None:
+        super().stop()
+        assert self.thread is not None
+        self.thread.join(5)
+
+
+def test_a_signal_while_a_source_starts_ends_the_loop_and_the_sources_stop_after():
+    """The handler only asks the loop to end; the sources are stopped once they started. It used
+    to stop them itself, joining a thread not yet started: the controller exited 70, a bug."""
+    source = _StartingSource()
+    controller = Controller(
+        settings=FAST,
+        sources=(source,),
+        applier=RecordingApplier(),
+        renderer=Renderer(FAST.render),
+        metrics=Metrics(),
+    )
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stop_on_signals(controller)
+        controller.start_sources()  # no RuntimeError from the handler
+        assert not source.stopped
+        controller.run()  # returns at once: the stop was asked for
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    controller.stop()
+    assert source.stopped

@@ -215,8 +215,8 @@ def test_attached_leaves_the_file_until_synced_and_haproxy_running_on_exit(
         assert probe(listen, "/readyz") == (503, "waiting for the initial sync\n")
         assert cfg.read_text() == haproxy_config(tmp_path, vip, port, [a])
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
-    assert process.returncode == 0
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
 
     cluster = tmp_path / "cluster.yaml"
     write_cluster(cluster, [("web", vip, port)], b)
