@@ -52,10 +52,12 @@ def kind_of(obj: object) -> Kind | None:
     if not isinstance(obj, dict):
         return None
     kind, api_version = obj.get("kind"), obj.get("apiVersion")
-    for candidate, version in _API_VERSIONS.items():
-        if kind == candidate.value and api_version == version:
-            return candidate
-    return None
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        return None
+    return _KINDS.get((kind, api_version))
+
+
+_KINDS = {(kind.value, version): kind for kind, version in _API_VERSIONS.items()}
 
 
 def key_of(obj: JSON) -> Key:
@@ -145,70 +147,140 @@ def service_of_slice(slice_obj: JSON) -> Key | None:
     return Key(key.namespace, name)
 
 
-# What translate reads. Objects from the API are cut down to this on arrival: a 10,000-service
-# cluster's slices carry 100,000 targetRefs, nodeNames and zones we would otherwise keep. What
-# `explain` shows of an endpoint's pod and node stays, compactly (`_endpoint`).
-_METADATA_KEPT = (
-    "name",
-    "namespace",
-    "labels",
-    "annotations",
-    "creationTimestamp",
-    "resourceVersion",
+# What translate reads. Objects from the API and the manifests are cut down to this on arrival: a
+# 10,000-service cluster's slices carry 100,000 targetRefs, nodeNames and zones we would
+# otherwise keep. What `explain` shows of an endpoint's pod and node stays, compactly
+# (`_cut_endpoints`).
+_METADATA_KEPT = frozenset(
+    ("name", "namespace", "labels", "annotations", "creationTimestamp", "resourceVersion")
 )
-_ENDPOINT_KEPT = ("addresses", "conditions")
+_KEPT = {
+    Kind.SERVICE: frozenset(("apiVersion", "kind", "metadata", "spec", "status")),
+    Kind.ENDPOINT_SLICE: frozenset(
+        ("apiVersion", "kind", "metadata", "addressType", "ports", "endpoints")
+    ),
+    Kind.ENDPOINTS: frozenset(("apiVersion", "kind", "metadata", "subsets")),
+}
+_ENDPOINT_KEPT = frozenset(("addresses", "conditions", "nodeName", "targetRef"))
 
 
 def prune(kind: Kind, obj: JSON, *, intern: Callable[[str], str] = str) -> JSON:
     """A copy of obj holding only the fields translate (and the sources) read, and what
-    `explain` shows. Fields of the wrong type are kept as they are, for translate to report.
-    `intern` shares equal strings (sys.intern; the core may not import sys)."""
-    out: JSON = {k: obj[k] for k in ("apiVersion", "kind") if k in obj}
+    `explain` shows (`cut`); obj is left as it is."""
+    out = dict(obj)
+    for key in ("metadata", "spec", "status"):
+        value = out.get(key)
+        if isinstance(value, dict):
+            out[key] = dict(value)
+    endpoints = out.get("endpoints")
+    if kind is Kind.ENDPOINT_SLICE and isinstance(endpoints, list):
+        out["endpoints"] = [_copy_endpoint(e) if isinstance(e, dict) else e for e in endpoints]
+    return cut(kind, out, intern=intern)
+
+
+def _copy_endpoint(endpoint: JSON) -> JSON:
+    """Its conditions too: the dict `cut` shares is then ours, never the caller's."""
+    out = dict(endpoint)
+    conditions = out.get("conditions")
+    if isinstance(conditions, dict):
+        out["conditions"] = dict(conditions)
+    return out
+
+
+def cut(kind: Kind, obj: JSON, *, intern: Callable[[str], str] = str) -> JSON:
+    """obj itself, changed in place to hold only the fields translate (and the sources) read,
+    and what `explain` shows: for an object just decoded, that nobody else holds (a new dict
+    per object would cost a third more time and leave the decoded one's memory in holes).
+    Fields of the wrong type are kept as they are, for translate to report. `intern` shares
+    equal strings (sys.intern; the core may not import sys). Cutting again changes nothing:
+    YAML aliases may hand the same dict twice."""
+    _keep(obj, _KEPT[kind])
     metadata = obj.get("metadata")
     if isinstance(metadata, dict):
-        out["metadata"] = {k: metadata[k] for k in _METADATA_KEPT if k in metadata}
-    elif "metadata" in obj:
-        out["metadata"] = metadata
+        _keep(metadata, _METADATA_KEPT)
+        namespace = metadata.get("namespace")
+        if type(namespace) is str:  # a few namespaces shared by every object
+            metadata["namespace"] = intern(namespace)
     if kind is Kind.SERVICE:
         spec = obj.get("spec")
         if isinstance(spec, dict):
-            out["spec"] = {k: v for k, v in spec.items() if k != "selector"}
-        elif "spec" in obj:
-            out["spec"] = spec
+            spec.pop("selector", None)
         status = obj.get("status")
         if isinstance(status, dict) and "loadBalancer" in status:
-            out["status"] = {"loadBalancer": status["loadBalancer"]}
-        elif status is not None and not isinstance(status, dict):
-            out["status"] = status
+            _keep(status, frozenset(("loadBalancer",)))
+        elif status is None or isinstance(status, dict):
+            obj.pop("status", None)
     elif kind is Kind.ENDPOINT_SLICE:
-        for key in ("addressType", "ports"):
-            if key in obj:
-                out[key] = obj[key]
         endpoints = obj.get("endpoints")
         if isinstance(endpoints, list):
-            out["endpoints"] = [
-                _endpoint(e, intern) if isinstance(e, dict) else e for e in endpoints
-            ]
-        elif "endpoints" in obj:
-            out["endpoints"] = endpoints
-    else:
-        for key in ("subsets",):
-            if key in obj:
-                out[key] = obj[key]
-    return out
+            _cut_endpoints(endpoints, intern)
+    return obj
 
 
-def _endpoint(endpoint: JSON, intern: Callable[[str], str]) -> JSON:
-    """An endpoint as translate reads it, with its pod and node for `explain`: nodeName interned
-    (a few nodes' names shared by every endpoint), targetRef cut to one "Kind/name" string (a
-    dict of four strings otherwise). About 80 bytes an endpoint: the pod's name."""
-    out = {k: endpoint[k] for k in _ENDPOINT_KEPT if k in endpoint}
-    node = endpoint.get("nodeName")
-    if isinstance(node, str):
-        out["nodeName"] = intern(node)
-    ref = endpoint.get("targetRef")
-    if isinstance(ref, dict):
-        kind, name = ref.get("kind"), ref.get("name")
-        if isinstance(name, str) and name:
-            out["targetRef"] = f"{kind if isinstance(kind, str) and kind else 'Pod'}/{name}"
-    return out
+def _keep(obj: JSON, names: frozenset[str]) -> None:
+    if not obj.keys() <= names:
+        for name in [n for n in obj if n not in names]:
+            del obj[name]
+
+
+def _cut_endpoints(endpoints: list[Any], intern: Callable[[str], str]) -> None:
+    """Endpoints as translate reads them, with their pod and node for `explain`: nodeName
+    interned (a few nodes' names shared by every endpoint), targetRef cut to one "Kind/name"
+    string (a dict of four strings otherwise), conditions shared (`_shared_conditions`).
+    About 80 bytes an endpoint besides its address: the pod's name. 100,000 endpoints at
+    10,000 services pass here: one loop, no call for the common case."""
+    last: JSON | None = None  # the previous endpoint's conditions, shared: mostly the same
+    for endpoint in endpoints:
+        if not isinstance(endpoint, dict):
+            continue
+        if not endpoint.keys() <= _ENDPOINT_KEPT:
+            _keep(endpoint, _ENDPOINT_KEPT)
+        conditions = endpoint.get("conditions")
+        if type(conditions) is dict and conditions is not last:
+            same = last if conditions == last else _shared_conditions(conditions)
+            if same is not None:
+                # Equal is not enough: 1 == True, and 1 is no boolean for translate.
+                for value in conditions.values():
+                    if value is not True and value is not False and value is not None:
+                        break
+                else:
+                    endpoint["conditions"] = last = same
+        node = endpoint.get("nodeName")
+        if node is not None:
+            if isinstance(node, str):
+                endpoint["nodeName"] = intern(node)
+            else:
+                del endpoint["nodeName"]
+        ref = endpoint.get("targetRef")
+        if ref is None or type(ref) is str:  # a string: cut already (an alias)
+            continue
+        name = ref.get("name") if type(ref) is dict else None
+        if type(name) is str and name:
+            kind = ref.get("kind")
+            endpoint["targetRef"] = f"{kind if type(kind) is str and kind else 'Pod'}/{name}"
+        else:
+            del endpoint["targetRef"]
+
+
+_CONDITION_NAMES = frozenset(("ready", "serving", "terminating"))
+# Equal EndpointConditions, one dict for all: at most 226 (each of the three names absent or
+# set to true, false or null, in any order).
+_conditions: dict[tuple[tuple[str, bool | None], ...], JSON] = {}
+
+
+def _shared_conditions(conditions: JSON) -> JSON | None:
+    """The one dict of these EndpointConditions' value that every endpoint with that value
+    shares (100,000 endpoints at 10,000 services hold a few distinct ones: 18 MB saved): these
+    the first time; None for what translate would not read as they are (other names, values
+    other than booleans or null). An equal dict may hold 1 for True: the caller compares."""
+    try:
+        key = tuple(conditions.items())
+        same = _conditions.get(key)
+    except TypeError:  # an unhashable value
+        return None
+    if same is not None or len(conditions) > len(_CONDITION_NAMES):
+        return same
+    for name, value in key:
+        if name not in _CONDITION_NAMES or not (value is None or value is True or value is False):
+            return None
+    return _conditions.setdefault(key, conditions)

@@ -4,6 +4,7 @@ deletions, and a file that stops parsing keeping its last good content."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -25,8 +26,8 @@ from watchdog.events import (
 )
 
 from kube2haproxy.events import Event
-from kube2haproxy.resources import Key, Kind
-from kube2haproxy.sources.manifests import ManifestSource, _Poke
+from kube2haproxy.resources import JSON, Key, Kind, prune
+from kube2haproxy.sources.manifests import ManifestSource, _Poke, load
 from testkit.builders import endpoint_slice, service, write_manifests
 from tests.live import wait_for
 from tests.test_manifests import alias_bomb
@@ -217,3 +218,70 @@ def test_only_writes_creations_deletions_and_moves_are_changes(event, change):
     changed = threading.Event()
     _Poke(changed).on_any_event(event)
     assert changed.is_set() is change
+
+
+def synced_objects(source: ManifestSource) -> dict[tuple[Kind, Key], JSON]:
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    source.start(events.put)
+    source.stop()
+    got = {}
+    while not events.empty():
+        event = events.get()
+        if event.kind is not None and event.key is not None and event.obj is not None:
+            got[(event.kind, event.key)] = event.obj
+    return got
+
+
+def api_objects() -> list[JSON]:
+    """A Service and its EndpointSlice as the API returns them (selector, targetRefs, nodeNames,
+    zones), and a Service with a port shaped like a Service (a dict a decoder's hook, seeing
+    no nesting, would take for an object)."""
+    web = service("web")
+    web["spec"]["selector"] = {"app": "web"}
+    slice_ = endpoint_slice("web", endpoints=["10.1.0.1", "10.1.0.2"])
+    for i, item in enumerate(slice_["endpoints"]):
+        item["targetRef"] = {"kind": "Pod", "name": f"web-{i}", "namespace": "default"}
+        item["nodeName"], item["zone"] = "node-1", "a"
+    odd = service("odd", cluster_ips=["10.96.0.11"])
+    odd["spec"]["ports"][0].update(kind="Service", apiVersion="v1", metadata={"name": "x"})
+    return [web, slice_, odd]
+
+
+def test_the_live_source_keeps_objects_cut_down_to_what_is_read(tmp_path):
+    """As the kube source does (resources.cut), while the JSON is decoded; a dict shaped like
+    an object inside another is read as written, as `load` reads it."""
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": api_objects()}))
+    got = synced_objects(ManifestSource([str(path)]))
+    loaded = load([str(path)]).objects
+    assert got == {ident: prune(ident[0], obj) for ident, obj in loaded.items()}
+    assert got != loaded  # something was cut: not vacuous
+    odd = got[(Kind.SERVICE, Key("default", "odd"))]
+    assert odd["spec"]["ports"][0]["port"] == 80 and "metadata" in odd["spec"]["ports"][0]
+
+
+def test_the_live_source_cuts_an_endpoint_shared_by_yaml_aliases_once(tmp_path):
+    text = """
+apiVersion: v1
+kind: List
+items:
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {name: web-a, namespace: default, labels: {kubernetes.io/service-name: web}}
+  addressType: IPv4
+  ports: [{name: http, port: 8080, protocol: TCP}]
+  endpoints:
+  - &pod {addresses: [10.1.0.1], nodeName: node-1, targetRef: {kind: Pod, name: web-0}}
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {name: web-b, namespace: default, labels: {kubernetes.io/service-name: web}}
+  addressType: IPv4
+  ports: [{name: http, port: 8080, protocol: TCP}]
+  endpoints: [*pod]
+"""
+    path = tmp_path / "slices.yaml"
+    path.write_text(text)
+    got = synced_objects(ManifestSource([str(path)]))
+    assert [o["endpoints"][0].get("targetRef") for o in got.values()] == ["Pod/web-0"] * 2
+    loaded = load([str(path)]).objects
+    assert got == {ident: prune(ident[0], obj) for ident, obj in loaded.items()}

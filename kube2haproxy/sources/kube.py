@@ -32,7 +32,7 @@ import urllib3
 from kube2haproxy.errors import EnvironmentProblem, FieldError
 from kube2haproxy.events import Event, EventType, differences
 from kube2haproxy.metrics import Metrics
-from kube2haproxy.resources import JSON, Key, Kind, key_of, prune
+from kube2haproxy.resources import JSON, Key, Kind, cut, key_of
 from kube2haproxy.settings import KubeSettings
 
 log = logging.getLogger(__name__)
@@ -401,10 +401,11 @@ class _Watcher:
     # --- objects --------------------------------------------------------------------------
 
     def _normalize(self, obj: JSON) -> JSON:
-        """List items carry no kind; most fields are never read (resources.prune)."""
+        """List items carry no kind; most fields are never read (resources.cut: in place, obj
+        is just decoded)."""
         obj["kind"] = self.resource.kind.value
         obj["apiVersion"] = self.resource.api_version
-        return prune(self.resource.kind, obj, intern=sys.intern)
+        return cut(self.resource.kind, obj, intern=sys.intern)
 
     def _key(self, obj: JSON) -> Key | None:
         try:
