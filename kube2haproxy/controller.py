@@ -102,13 +102,15 @@ class _Pacer:
 
     def __init__(self, share: float) -> None:
         self._rest = (1 - share) / share
-        self._since = time.perf_counter()
+        self._since = time.thread_time()
 
     def __call__(self) -> None:
-        busy = time.perf_counter() - self._since
+        # This thread's CPU time: waiting for HAProxy's reply or for the interpreter's lock
+        # (held by the loop) is not work to make up for.
+        busy = time.thread_time() - self._since
         if busy >= PACE_SLICE_S:
             time.sleep(busy * self._rest)
-            self._since = time.perf_counter()
+            self._since = time.thread_time()
 
 
 def _in_a_thread(work: Callable[[], None]) -> None:
@@ -657,12 +659,20 @@ class Controller:
 
     def _observed(self, result: _Observed) -> None:
         self._observing = False
-        if result.shared is not None:
-            self._report_shared(result.shared)
         if result.view is not None:
             self._view = result.view  # HAProxy's latest word, whatever was applied since
         if result.deployed is not self.deployed:
-            return  # applied meanwhile: what was read may be older than what runs now
+            # Applied meanwhile: what was read may be older than what runs now. After a reload
+            # (other frontends: other sockets to look at) the next check runs at once; the
+            # check a reload asks for found this one in flight.
+            if self.deployed is not None and (
+                result.deployed.model.frontends is not self.deployed.model.frontends
+            ):
+                self.schedule.drift_after(self._clock(), at_once=True)
+            log.debug("drift check dropped: something was applied while it read")
+            return
+        if result.shared is not None:
+            self._report_shared(result.shared)
         if result.error is not None:
             self._failed(result.error, pending=0)
             return

@@ -681,3 +681,27 @@ def test_a_signal_while_a_source_starts_ends_the_loop_and_the_sources_stop_after
             signal.signal(sig, handler)
     controller.stop()
     assert source.stopped
+
+
+def test_a_check_that_spans_a_reload_is_dropped_and_the_next_one_runs_at_once():
+    """A reload while a drift check reads: the reading (and whom it found on the old sockets)
+    is dropped, and the check the reload asks for, which found that one in flight, runs as
+    soon as it ends, on the new sockets; not a whole interval later."""
+    deferred: list[Callable[[], None]] = []
+    host = CrowdedHost()
+    driven = Driven(RUNTIME, host=host, background=deferred.append)
+    driven.start_with_one_service()
+    assert len(deferred) == 1  # the check after the first reload, still reading
+    reloads = driven.controller.reloads
+    driven.source.put(service("other", cluster_ips=["10.96.0.11"]))
+    driven.source.put(endpoint_slice("other", endpoints=["10.1.0.9"]))
+    driven.settle()
+    assert driven.controller.reloads == reloads + 1  # a new frontend: a reload
+    assert len(deferred) == 1  # its check found the first one in flight
+    deferred.pop()()  # the first reading ends, older than what runs now
+    driven.settle(0.01)
+    assert driven.controller.metrics.shared_listeners._value.get() == 0  # not reported
+    assert len(deferred) == 1  # the next check, at once
+    deferred.pop()()
+    driven.settle(0.01)
+    assert driven.controller.metrics.shared_listeners._value.get() == 12
