@@ -252,12 +252,30 @@ def test_the_live_source_keeps_objects_cut_down_to_what_is_read(tmp_path):
     an object inside another is read as written, as `load` reads it."""
     path = tmp_path / "cluster.json"
     path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": api_objects()}))
-    got = synced_objects(ManifestSource([str(path)]))
+    source = ManifestSource([str(path)])
+    got = synced_objects(source)
     loaded = load([str(path)]).objects
     assert got == {ident: prune(ident[0], obj) for ident, obj in loaded.items()}
     assert got != loaded  # something was cut: not vacuous
     odd = got[(Kind.SERVICE, Key("default", "odd"))]
     assert odd["spec"]["ports"][0]["port"] == 80 and "metadata" in odd["spec"]["ports"][0]
+    assert source.redecodes == 1  # the odd port: the file read again, as written
+
+
+def test_slices_owned_by_a_service_are_cut_in_one_decoding(tmp_path):
+    """Every EndpointSlice the API makes names its owner (apiVersion and kind, no metadata):
+    not an object to cut, so the file is decoded once, cut as it goes."""
+    web, slice_, _ = api_objects()
+    owner = {"apiVersion": "v1", "kind": "Service", "name": "web", "uid": "u-1"}
+    mirror = {"apiVersion": "v1", "kind": "Endpoints", "name": "web", "uid": "u-2"}
+    slice_["metadata"]["ownerReferences"] = [{**owner, "controller": True}, mirror]
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [web, slice_]}))
+    source = ManifestSource([str(path)])
+    got = synced_objects(source)
+    assert source.redecodes == 0
+    loaded = load([str(path)]).objects
+    assert got == {ident: prune(ident[0], obj) for ident, obj in loaded.items()}
 
 
 def test_the_live_source_cuts_an_endpoint_shared_by_yaml_aliases_once(tmp_path):

@@ -325,8 +325,9 @@ class _Cutter:
 
         def hook(obj: JSON) -> JSON:
             # 390,000 dicts at 10,000 services: all but the objects pass at once (a targetRef
-            # has a kind, no apiVersion).
-            if "apiVersion" in obj:
+            # has a kind, no apiVersion; an ownerReference, which every EndpointSlice the API
+            # makes has, has both and no metadata).
+            if "apiVersion" in obj and "metadata" in obj:
                 kind = kind_of(obj)
                 if kind is not None:
                     cut(kind, obj, intern=intern)
@@ -383,6 +384,7 @@ class ManifestSource:
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
         self.parses = 0  # files parsed (a changed content), for tests and benchmarks
+        self.redecodes = 0  # files decoded again without cutting (a dict like an object inside)
         self.syncs = 0  # times the objects were compared with what was emitted
 
     def start(self, emit: Callable[[Event], None]) -> None:
@@ -495,6 +497,8 @@ class ManifestSource:
             )
             objects = list(supported(documents, origin, live=True, done=cutter.ids))
             if not cutter.matches(objects):  # it cut a dict inside another: read it all again
+                del objects, documents, cutter  # not held beside the second reading
+                self.redecodes += 1
                 documents = parse_text(text, origin=origin, json_first=json_first)
                 objects = list(supported(documents, origin, live=True))
         except InputError as exc:
