@@ -477,7 +477,10 @@ def _itemwise(env: jinja2.Environment, name: str, variable: str) -> bool:
                 return False
             if (template.value, inner) not in seen:
                 seen.add((template.value, inner))
-                source = env.loader.get_source(env, template.value)[0]  # type: ignore[union-attr]
+                try:
+                    source = env.loader.get_source(env, template.value)[0]  # type: ignore[union-attr]
+                except jinja2.TemplateNotFound:
+                    return False  # `ignore missing`, or an error Jinja reports when rendering
                 if not plain(env.parse(source), inner):
                     return False
         return all(plain(child, inner) for child in node.iter_child_nodes())

@@ -6,10 +6,12 @@ import dataclasses
 import re
 from pathlib import Path
 
+import jinja2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kube2haproxy import render as render_module
 from kube2haproxy.errors import TemplateError
 from kube2haproxy.model import Backend, Model
 from kube2haproxy.render import BUNDLED, Renderer, duration
@@ -309,3 +311,44 @@ def test_a_renderer_that_rendered_before_renders_what_a_fresh_one_does(churned, 
             model, backends=tuple(dataclasses.replace(b) for b in model.backends)
         )
         assert renderer.render(model) == render(anew, **dataclasses.asdict(churned))
+
+
+@pytest.mark.parametrize(
+    ("main", "included", "itemwise"),
+    [
+        ("{% for be in backends %}backend {{ be.name }}\n{% endfor %}", "", True),
+        (
+            "{% for be in backends %}{% for s in be.servers %}{{ loop.index }}{% endfor %}"
+            "{% endfor %}",
+            "",
+            True,
+        ),  # the inner loop's own `loop`
+        ("{% for be in backends %}{{ loop.index }}{% endfor %}", "", False),
+        ("# head\n{% for be in backends %}{{ be.name }}{% endfor %}", "", False),
+        ("{% for be in backends %}{{ be.name }}{% else %}none{% endfor %}", "", False),
+        ("{% for be in backends if be.name %}{{ be.name }}{% endfor %}", "", False),
+        ("{% for be in backends %}{% include 'inc.j2' %}{% endfor %}", "{{ loop.index }}", False),
+        ("{% for be in backends %}{% include 'inc.j2' %}{% endfor %}", "{{ backends }}", False),
+        ("{% for be in backends %}{% include 'inc.j2' %}{% endfor %}", "{{ be.name }}", True),
+        ("{% for be in backends %}{% include be.name %}{% endfor %}", "", False),
+        ("{% for be in backends %}{% include 'gone.j2' ignore missing %}{% endfor %}", "", False),
+    ],
+)
+def test_a_section_is_kept_item_by_item_only_when_it_prints_each_item_alone(
+    main: str, included: str, itemwise: bool
+) -> None:
+    env = jinja2.Environment(loader=jinja2.DictLoader({"main.j2": main, "inc.j2": included}))
+    assert render_module._itemwise(env, "main.j2", "backends") is itemwise
+
+
+def test_a_template_including_what_may_be_missing_still_renders(tmp_path):
+    """`include ... ignore missing` of a template that is not there renders nothing, as Jinja
+    has it; deciding how to keep its runs must not refuse it."""
+    text = (BUNDLED / "backends.j2").read_text()
+    custom_text = text.replace(
+        "\nbackend {{ be.name }}\n",
+        "\n{% include 'extra.j2' ignore missing %}\nbackend {{ be.name }}\n",
+    )
+    assert custom_text != text
+    custom = write(tmp_path / "t", "backends.j2", custom_text)
+    assert render(model(), templates=str(custom)) == render(model())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from kube2haproxy.errors import HAProxyUnavailable
 
@@ -25,7 +25,7 @@ def unix_command(path: str, command: str, *, timeout_s: float, half_close: bool)
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def unix_lines(path: str, command: str, *, timeout_s: float) -> Iterator[str]:
+def unix_lines(path: str, command: str, *, timeout_s: float) -> Generator[str, None, None]:
     """The answer of a worker's stats socket to one command, line by line as it arrives (no
     line ends), without holding it all: a dump of 160,000 lines is read and parsed in pieces.
     `timeout_s` bounds each wait for the socket, not the whole exchange: the reader may take

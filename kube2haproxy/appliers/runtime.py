@@ -11,6 +11,7 @@ busy left it, parked), and `del server` finding it busy (it stays, parked, until
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import re
@@ -198,7 +199,8 @@ class RuntimeAPI:
         as it arrives; `pause` is called every few hundred lines (a caller beside the
         controller's loop yields the CPU there)."""
         lines = unix_lines(self.path, "show servers state", timeout_s=max(self.timeout_s, 30.0))
-        return parse_server_lines(lines, pause=pause)
+        with contextlib.closing(lines):  # the socket closed too when a line does not parse
+            return parse_server_lines(lines, pause=pause)
 
 
 def parse_servers_state(text: str) -> dict[tuple[str, str], ServerStatus]:
