@@ -1,6 +1,6 @@
 """Synthetic clusters for the benchmarks: N Services with M ready endpoints each, as the API
-would return them (plain dicts, with the targetRefs, selectors and resourceVersions it adds),
-spread over namespaces, built with testkit.builders."""
+would return them (plain dicts, with the targetRefs, owners, selectors and resourceVersions it
+adds), spread over namespaces, built with testkit.builders."""
 
 from __future__ import annotations
 
@@ -45,6 +45,9 @@ def endpoint_slice(index: int, endpoints: int, *, namespaces: int = 50, base: in
         ],
     )
     obj["metadata"]["resourceVersion"] = str(500_000 + index)
+    # As the EndpointSlice controller writes it: owned by its Service.
+    owner = {"apiVersion": "v1", "kind": "Service", "name": name, "uid": f"uid-{index}"}
+    obj["metadata"]["ownerReferences"] = [{**owner, "controller": True, "blockOwnerDeletion": True}]
     return obj
 
 
