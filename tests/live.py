@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import random
 import textwrap
 import threading
 import time
@@ -23,6 +24,7 @@ from kube2haproxy.model import Model
 from kube2haproxy.plan import Action, Plan
 from kube2haproxy.render import BUNDLED
 from testkit.backends import Backend, get
+from testkit.builders import JSON
 
 # How long a controller process may take to start answering its probes: importing the
 # kubernetes client's API classes alone takes 2-5 s on a loaded 2-core machine.
@@ -66,6 +68,25 @@ class Traffic:
                 continue
             self.ok += 1
             self.seen[name] = self.seen.get(name, 0) + 1
+
+
+def storm(
+    put: Callable[[JSON], None],
+    slice_of: Callable[..., JSON],
+    pool: list[Backend],
+    changes: int,
+) -> set[str]:
+    """`changes` endpoint changes faster than they can be applied one by one (random sets of
+    1 to 8 of `pool`, seeded), a short pause every third; the names of the last set."""
+    rng = random.Random(7)
+    last: set[str] = set()
+    for i in range(changes):
+        chosen = rng.sample(pool, rng.randint(1, 8))
+        last = {x.name for x in chosen}
+        put(slice_of(*chosen))
+        if i % 3 == 0:
+            threading.Event().wait(0.02)
+    return last
 
 
 @functools.cache

@@ -5,8 +5,8 @@ not move, and traffic reaches exactly the expected endpoints after each step."""
 
 from __future__ import annotations
 
+import functools
 import http.client
-import random
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,7 +22,7 @@ from kube2haproxy.settings import Settings, TimingSettings, TranslateSettings
 from kube2haproxy.slots import slot_count
 from testkit.backends import Backend, fleet, free_port, loopback_ip, responders, serves
 from testkit.builders import JSON, service, slice_of
-from tests.live import Traffic, capabilities_of, wait_for
+from tests.live import Traffic, capabilities_of, storm, wait_for
 from tests.test_serve import serving
 
 SETTINGS = Settings(
@@ -81,13 +81,7 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, backends):
                 {"b9", "b10"},
             )
             step("terminated", slice_of("web", b["b9"], b["b10"]), {"b9", "b10"})
-            rng = random.Random(7)
-            for i in range(30):  # dozens of changes, faster than they can be applied one by one
-                chosen = rng.sample(backends, rng.randint(1, 8))
-                last = {x.name for x in chosen}
-                source.put(slice_of("web", *chosen))
-                if i % 3 == 0:
-                    threading.Event().wait(0.02)
+            last = storm(source.put, functools.partial(slice_of, "web"), backends, 30)
             # serves(), not responders(): Traffic shares the round robin with us.
             wait_for(lambda: serves(vip, port, last) == last, what="the last state")
             served = traffic.ok

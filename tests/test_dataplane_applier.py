@@ -11,7 +11,6 @@ import datetime
 import http.client
 import ipaddress
 import logging
-import random
 import ssl
 import threading
 from collections.abc import Iterator
@@ -64,7 +63,7 @@ from testkit.backends import (
 )
 from testkit.builders import JSON, endpoint_slice, service, slice_of
 from testkit.dataplane import DataplaneEmulator
-from tests.live import Traffic, haproxy_config, refusing_templates, wait_for
+from tests.live import Traffic, haproxy_config, refusing_templates, storm, wait_for
 from tests.pipeline import ScriptedSource, run
 from tests.test_churn import SETTINGS as CHURN
 
@@ -272,13 +271,7 @@ def test_endpoint_churn_never_reloads(tmp_path, haproxy_bin, fleet):
             )
             step("terminated", web_slice(b["b9"], b["b10"]), {"b9", "b10"})
             step("back", web_slice(b["b8"], b["b9"], b["b10"]), {"b8", "b9", "b10"})
-            rng = random.Random(7)
-            for i in range(20):  # many changes, faster than they can be applied one by one
-                chosen = rng.sample(fleet, rng.randint(1, 8))
-                last = {x.name for x in chosen}
-                served.source.put(web_slice(*chosen))
-                if i % 3 == 0:
-                    threading.Event().wait(0.02)
+            last = storm(served.source.put, web_slice, fleet, 20)
             wait_for(lambda: serves(vip, port, last) == last, what="the last state")
             done = traffic.ok
             wait_for(lambda: traffic.ok > done + 20, what="traffic after the last change")
